@@ -1,0 +1,39 @@
+"""Graph datasets as PyG ``Data``: registry, loaders and paper-default class splits."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from torch_geometric.data import Data
+
+from gnn_cml.data.paths import cache_root, data_root
+from gnn_cml.data.registry import GRAPHS, GraphInfo, graph_info, list_graphs, load_graph
+from gnn_cml.errors import require
+from gnn_cml.sampling.split import ClassSplit
+
+
+def default_split(data: Data, seed: int = 0, counts: Optional[Sequence[int]] = None) -> ClassSplit:
+    """The paper-default class split of ``data`` (or one from explicit ``counts``).
+
+    Graphs with an upstream split (GPN sets, or a user ``.npz`` that carries
+    ``train_classes``/``test_classes``) keep it and draw validation classes from the
+    training classes; the others use the TLP protocol's seeded random split.
+    """
+    upstream = getattr(data, "train_classes", None) is not None and getattr(data, "test_classes", None) is not None
+    if getattr(data, "val_classes", None) is not None and upstream and counts is None:
+        return ClassSplit(data.train_classes.tolist(), data.val_classes.tolist(), data.test_classes.tolist())
+    info = GRAPHS.get(getattr(data, "name", ""), None)
+    if upstream:
+        num_val = counts[1] if counts is not None else (info.split[1] if info else max(1, len(data.train_classes) // 4))
+        return ClassSplit.from_upstream(data.train_classes.tolist(), data.test_classes.tolist(), num_val, seed)
+    if counts is None:
+        if info is not None:
+            counts = info.split
+        else:
+            c = int(data.num_classes)
+            require(c >= 3, f"graph has {c} classes; few-shot splits need at least 3 (train, val, test)")
+            counts = (c - 2 * (c // 3), c // 3, c // 3)
+    return ClassSplit.from_counts(int(data.num_classes), counts, seed)
+
+
+__all__ = ["GRAPHS", "GraphInfo", "cache_root", "data_root", "default_split", "graph_info",
+           "list_graphs", "load_graph"]

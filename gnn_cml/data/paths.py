@@ -1,0 +1,91 @@
+"""Where data lives: the (possibly read-only) data root and a writable cache."""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def data_root(root: Optional[PathLike] = None) -> Path:
+    """The data root: ``root``, else ``$GNN_CML_DATA``, else ``./data``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("GNN_CML_DATA")
+    return Path(env).expanduser() if env else Path("data")
+
+
+def is_writable(path: Path) -> bool:
+    """True when ``path`` (or its nearest existing parent) is meant to be written to.
+
+    Checks the permission bits as well as ``os.access``: root bypasses access
+    checks, but a data root shipped without write bits must still be left alone.
+    """
+    path = Path(path)
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    mode = path.stat().st_mode
+    return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) and os.access(path, os.W_OK | os.X_OK)
+
+
+def cache_root(root: Path) -> Path:
+    """A writable directory for processed caches belonging to data root ``root``.
+
+    ``$GNN_CML_CACHE`` wins; else the data root itself when writable; else a
+    per-root folder under ``~/.cache/gnn-cml`` (so a read-only shared root works).
+    """
+    env = os.environ.get("GNN_CML_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if is_writable(root):
+        return root
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "gnn-cml" / digest
+
+
+def mirror_raw(src_raw: Path, dst_raw: Path, names: Iterable[str]) -> None:
+    """Link the raw files that exist in a read-only ``src_raw`` into ``dst_raw``.
+
+    PyG datasets keep ``raw/`` and ``processed/`` side by side; linking lets them
+    process files from a read-only root into a writable cache without copying.
+    """
+    dst_raw.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src, dst = src_raw / name, dst_raw / name
+        if src.exists() and not dst.exists():
+            try:
+                dst.symlink_to(src.resolve())
+            except OSError:  # filesystems without symlinks
+                import shutil
+
+                shutil.copyfile(src, dst)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: Path, sha256: Optional[str] = None, size: Optional[int] = None) -> None:
+    """Raise a one-line :class:`GnnCmlError` if ``path`` is truncated or corrupt."""
+    from gnn_cml.errors import GnnCmlError
+
+    if size is not None and path.stat().st_size != size:
+        raise GnnCmlError(
+            f"{path} has {path.stat().st_size} bytes, expected {size}: the file is truncated "
+            f"or corrupt; delete it and run again to re-download it"
+        )
+    if sha256 is not None and sha256_of(path) != sha256:
+        raise GnnCmlError(
+            f"{path} fails its sha256 check: the file is corrupt; delete it and run again "
+            f"to re-download it"
+        )
