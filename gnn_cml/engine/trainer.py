@@ -1,0 +1,237 @@
+"""The one meta-training loop, shared by graph, regression and image benchmarks.
+
+It knows nothing about graphs: it draws episodes from a sampler, asks the
+learner for each task's :class:`TaskResult`, averages the outer objective over a
+meta-batch, steps the outer optimiser, validates on fixed tasks, keeps the best
+state, stops early, checkpoints atomically and resumes exactly.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from gnn_cml.engine import distributed as dist
+from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
+from gnn_cml.engine.metrics import mean_ci95
+from gnn_cml.errors import GnnCmlError
+from gnn_cml.meta.base import MetaLearner, TaskResult
+from gnn_cml.sampling.episodes import Episode
+
+
+def accuracy(result: TaskResult) -> float:
+    return float((result.logits.argmax(-1) == result.targets).float().mean())
+
+
+def query_mse(result: TaskResult) -> float:
+    return float(torch.nn.functional.mse_loss(result.logits.detach(), result.targets))
+
+
+METRICS: Dict[str, Callable[[TaskResult], float]] = {"accuracy": accuracy, "mse": query_mse}
+HIGHER_IS_BETTER = {"accuracy": True, "mse": False}
+
+
+def task_seed(seed: int, episode: int, index: int) -> int:
+    """The torch seed for task ``index`` of meta-training episode ``episode`` (-1: evaluation).
+
+    Reseeding per task makes dropout masks independent of how tasks are spread
+    over processes and of where a run was interrupted.
+    """
+    return int(np.random.SeedSequence([seed, episode + 1, index]).generate_state(1)[0])
+
+
+@dataclass
+class TrainerConfig:
+    episodes: int = 2000
+    meta_batch: int = 1
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    val_every: int = 10
+    patience: int = 10
+    metric: str = "accuracy"
+    seed: int = 0
+    checkpoint_every: int = 1  # validations between checkpoints
+    progress: bool = True
+    grad_clip: Optional[float] = None
+
+
+class Trainer:
+    """Meta-train ``model`` on ``sampler`` episodes, validating on ``val_tasks``.
+
+    ``run_dir`` (optional) receives ``metrics.jsonl`` (one JSON line per
+    validation), ``checkpoint.pt`` and TensorBoard logs. With ``resume=True`` an
+    existing checkpoint is continued; the result equals an uninterrupted run.
+    """
+
+    def __init__(self, model: MetaLearner, sampler, val_tasks: Sequence[Episode], config: TrainerConfig,
+                 run_dir: Optional[Path] = None, resume: bool = False, log_name: str = "train",
+                 tensorboard: bool = True):
+        self.model, self.sampler, self.val_tasks, self.cfg = model, sampler, list(val_tasks), config
+        if config.metric not in METRICS:
+            raise GnnCmlError(f"unknown metric '{config.metric}': use {', '.join(METRICS)}")
+        self.metric, self.higher = METRICS[config.metric], HIGHER_IS_BETTER[config.metric]
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.log_name = log_name
+        self.episode = 0
+        self.best_score: Optional[float] = None
+        self.best_episode = 0
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.bad_validations = 0
+        self.history: List[Dict] = []
+        self.train_seconds = 0.0
+        self.stopped_early = False
+        self._writer = None
+        if resume and self.checkpoint_path and self.checkpoint_path.exists():
+            self._restore(load_checkpoint(self.checkpoint_path))
+        if tensorboard and self.run_dir and dist.is_main():
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self._writer = None
+
+    @property
+    def checkpoint_path(self) -> Optional[Path]:
+        return self.run_dir / "checkpoint.pt" if self.run_dir else None
+
+    # --- one meta-update ------------------------------------------------------------------------
+    def step(self) -> Dict[str, float]:
+        """One meta-training episode: a meta-batch of tasks, one outer update."""
+        cfg = self.cfg
+        episodes = [self.sampler.sample() for _ in range(cfg.meta_batch)]  # every rank draws the whole batch
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=False)
+        losses, scores = [], []
+        for index in dist.my_share(range(cfg.meta_batch)):
+            torch.manual_seed(task_seed(cfg.seed, self.episode, index))
+            result = self.model(episodes[index], train=True)
+            (result.loss / cfg.meta_batch).backward()
+            losses.append(float(result.loss.detach()))
+            scores.append(self.metric(result))
+        for p in self.model.parameters():  # same optimiser behaviour on every rank and in one process
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        totals = dist.reduce_gradients_and_stats(self.model, [sum(losses), sum(scores)])
+        loss, score = totals[0] / cfg.meta_batch, totals[1] / cfg.meta_batch
+        if not math.isfinite(loss):
+            where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
+            raise GnnCmlError(f"the training loss became {loss} at episode {self.episode + 1}{where}: "
+                              f"lower --lr or --inner-lr")
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.episode += 1
+        return {"loss": loss, cfg.metric: score}
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, tasks: Sequence[Episode], model: Optional[MetaLearner] = None) -> List[float]:
+        """Per-task metric of ``model`` (default: the meta-test model) on ``tasks``."""
+        return evaluate_tasks(model or self.model.test_model(), tasks, self.metric, seed=self.cfg.seed)
+
+    def _better(self, score: float) -> bool:
+        if self.best_score is None:
+            return True
+        return score > self.best_score if self.higher else score < self.best_score
+
+    # --- the loop -------------------------------------------------------------------------------
+    def fit(self) -> "Trainer":
+        cfg = self.cfg
+        bar = None
+        if cfg.progress and dist.is_main():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.episodes, initial=self.episode, desc=self.log_name, leave=False,
+                       dynamic_ncols=True)
+        window: List[Dict[str, float]] = []
+        while self.episode < cfg.episodes and not self.stopped_early:
+            start = time.perf_counter()
+            window.append(self.step())
+            self.train_seconds += time.perf_counter() - start
+            if bar is not None:
+                bar.update(1)
+            if self.episode % cfg.val_every == 0 or self.episode == cfg.episodes:
+                self._validate(window, bar)
+                window = []
+        if bar is not None:
+            bar.close()
+        if self._writer is not None:
+            self._writer.close()
+        self.model.load_state_dict(self.best_state)
+        return self
+
+    def _validate(self, window: List[Dict[str, float]], bar) -> None:
+        cfg = self.cfg
+        scores = self.evaluate(self.val_tasks)
+        val = float(np.mean(scores))
+        improved = self._better(val)
+        if improved:
+            self.best_score, self.best_episode = val, self.episode
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.bad_validations = 0
+        else:
+            self.bad_validations += 1
+            self.stopped_early = self.bad_validations >= cfg.patience
+        record = {"episode": self.episode, "train_loss": float(np.mean([w["loss"] for w in window])),
+                  f"train_{cfg.metric}": float(np.mean([w[cfg.metric] for w in window])),
+                  f"val_{cfg.metric}": val, f"best_val_{cfg.metric}": self.best_score,
+                  "seconds": round(self.train_seconds, 3)}
+        self.history.append(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
+        if dist.is_main() and self.run_dir:
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if self._writer is not None:
+                for key, value in record.items():
+                    if key != "episode" and value is not None:
+                        self._writer.add_scalar(f"{self.log_name}/{key}", value, self.episode)
+            if len(self.history) % cfg.checkpoint_every == 0 or self.stopped_early:
+                save_checkpoint(self.checkpoint_path, self.state())
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def state(self) -> Dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "best_state": self.best_state, "episode": self.episode, "best_score": self.best_score,
+                "best_episode": self.best_episode, "bad_validations": self.bad_validations,
+                "stopped_early": self.stopped_early, "history": self.history,
+                "sampler": self.sampler.get_state(), "train_seconds": self.train_seconds}
+
+    def _restore(self, state: Dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best_state = state["best_state"]
+        for key in ("episode", "best_score", "best_episode", "bad_validations", "stopped_early", "history",
+                    "train_seconds"):
+            setattr(self, key, state[key])
+        self.sampler.set_state(state["sampler"])
+        if self.run_dir is not None:  # drop metric lines written after the checkpoint
+            path = self.run_dir / "metrics.jsonl"
+            if path.exists():
+                lines = path.read_text().splitlines()[: len(self.history)]
+                path.write_text("".join(line + "\n" for line in lines))
+
+
+def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callable[[TaskResult], float],
+                   seed: int = 0) -> List[float]:
+    """Meta-test ``model`` on every task (inner-loop adaptation, no outer graph)."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    with torch.random.fork_rng(devices=[]):
+        for i, task in enumerate(tasks):
+            torch.manual_seed(task_seed(seed, -1, i))
+            scores.append(metric(model(task, train=False)))
+    model.train(was_training)
+    return scores
+
+
+__all__ = ["Trainer", "TrainerConfig", "evaluate_tasks", "mean_ci95", "task_seed", "METRICS"]

@@ -1,0 +1,56 @@
+"""Build a learner (optionally CML-wrapped) from a :class:`RunConfig` and a graph."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gnn_cml.config import RunConfig
+from gnn_cml.meta.ammgnn import AMMGNN
+from gnn_cml.meta.base import MetaLearner
+from gnn_cml.meta.cml import CML
+from gnn_cml.meta.maml import MAML
+from gnn_cml.meta.prototypical import GPN, ProtoNet
+from gnn_cml.models.encoders import build_encoder
+from gnn_cml.models.graph import PreparedGraph
+from gnn_cml.models.heads import MLPHead
+
+
+def _encoder(cfg: RunConfig, graph: PreparedGraph, **extra) -> nn.Module:
+    kwargs = dict(hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, **extra)
+    if cfg.backbone == "subgraph_gcn":
+        kwargs["pool"] = cfg.pool
+    return build_encoder(cfg.backbone, graph.num_features, **kwargs).bind(graph)
+
+
+def with_cml(learner: MetaLearner, features: int, ways: int, gamma: float, hidden=(16,),
+             dagger: bool = False, seed: int = 0) -> CML:
+    """Wrap ``learner`` with a freshly initialised co-learner.
+
+    The co-learner is initialised from its own seed so that the base learner's
+    initial weights (and therefore ``gamma = 0`` runs) do not depend on CML.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 104729)
+        co_learner = MLPHead(features, ways, hidden)
+    return CML(learner, co_learner, gamma=gamma, dagger=dagger)
+
+
+def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLearner:
+    """The learner named by ``cfg.method`` on ``graph``, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    maml_kwargs = dict(inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr, first_order=cfg.first_order,
+                       test_inner_steps=cfg.test_inner_steps, query_eval=cfg.query_eval)
+    if cfg.method == "protonet":
+        return ProtoNet(_encoder(cfg, graph))
+    if cfg.method == "gpn":
+        scorer = _encoder(cfg, graph)
+        return GPN(_encoder(cfg, graph), scorer, nn.Linear(cfg.hidden, 1))
+    encoder = _encoder(cfg, graph)
+    head = MLPHead(encoder.out_dim, cfg.ways)
+    if cfg.method == "ammgnn":
+        learner = AMMGNN(encoder, head, modulation=cfg.modulation, **maml_kwargs)
+    else:  # maml, metagnn (SGC backbone), gmeta (subgraph GCN backbone)
+        learner = MAML(encoder, head, **maml_kwargs)
+    if cfg.cml:
+        learner = with_cml(learner, encoder.out_dim, cfg.ways, cfg.gamma, cfg.co_hidden, cfg.dagger, seed)
+    return learner

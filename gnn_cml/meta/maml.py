@@ -1,0 +1,118 @@
+"""MAML (Finn et al. 2017) over any ``encoder + head`` pair, stateless in the inner loop."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+from gnn_cml.errors import require
+from gnn_cml.meta.base import MetaLearner, TaskResult
+from gnn_cml.sampling.episodes import Episode
+
+Params = Dict[str, torch.Tensor]
+
+
+class EncoderHead(nn.Module):
+    """``head(encoder(inputs))``; graph encoders also get the conditioning and train flag."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self._graph_style = hasattr(encoder, "prepare")
+
+    def forward(self, inputs, cond=None, training: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self._graph_style:
+            features = self.encoder(inputs, cond=cond, training=training)
+        else:
+            features = self.encoder(inputs)
+        return features, self.head(features)
+
+
+class MAML(MetaLearner):
+    """Model-agnostic meta-learning.
+
+    The inner loop maps the meta-parameters to task parameters with ``inner_steps``
+    gradient steps (``torch.func.grad`` on a ``functional_call``; no module is
+    mutated). Second order by default: the outer gradient flows through the inner
+    updates; ``first_order=True`` drops those terms. ``adapt`` names the parameter
+    prefixes adapted in the inner loop (default: everything, as in the paper).
+
+    Any encoder works: graph encoders (with ``prepare(nodes)``) get their episode
+    rows built once per task; other modules receive the episode tensors directly.
+    """
+
+    adapts = True
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, inner_steps: int = 20,
+                 inner_lr: float = 0.05, first_order: bool = False, test_inner_steps: Optional[int] = None,
+                 adapt: Iterable[str] = ("encoder", "head"), query_eval: bool = False, task_loss=None):
+        super().__init__(task_loss)
+        require(inner_steps >= 0, f"inner steps must be >= 0, got {inner_steps}")
+        require(inner_lr > 0, f"inner learning rate must be positive, got {inner_lr}")
+        self.net = EncoderHead(encoder, head)
+        self.inner_steps, self.inner_lr, self.first_order = int(inner_steps), float(inner_lr), first_order
+        self.test_inner_steps = int(inner_steps if test_inner_steps is None else test_inner_steps)
+        self.adapt_prefixes = tuple(f"net.{p}." for p in adapt)
+        self.query_eval = query_eval
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    def inputs(self, episode: Episode):
+        """Parameter-free inputs for the support and query sets (episode rows for graphs)."""
+        prepare = getattr(self.encoder, "prepare", None)
+        if prepare is None:
+            return episode.support, episode.query
+        return prepare(episode.support), prepare(episode.query)
+
+    def condition(self, episode: Episode, params: Params, train: bool):
+        """Task conditioning computed from meta-parameters (AMM-GNN overrides it)."""
+        return None, None
+
+    def split_params(self, params: Params) -> Tuple[Params, Params]:
+        adapted = {k: v for k, v in params.items() if k.startswith(self.adapt_prefixes)}
+        return adapted, {k: v for k, v in params.items() if k not in adapted}
+
+    def _net_params(self, params: Params) -> Params:
+        return {k[len("net."):]: v for k, v in params.items() if k.startswith("net.")}
+
+    def adapt(self, params: Params, inputs, targets, cond=None, steps: Optional[int] = None,
+              create_graph: bool = True) -> Params:
+        """Return task parameters after ``steps`` inner gradient steps on (inputs, targets)."""
+        adapted, fixed = self.split_params(params)
+
+        def support_loss(adapted_params: Params) -> torch.Tensor:
+            merged = self._net_params({**fixed, **adapted_params})
+            _, logits = functional_call(self.net, merged, (inputs,), {"cond": cond, "training": True})
+            return self.task_loss(logits, targets)
+
+        step_grad = grad(support_loss)
+        for _ in range(self.inner_steps if steps is None else steps):
+            grads = step_grad(adapted)
+            if not create_graph:
+                grads = {k: g.detach() for k, g in grads.items()}
+            adapted = {k: adapted[k] - self.inner_lr * grads[k] for k in adapted}
+        return {**fixed, **adapted}
+
+    def forward(self, episode: Episode, train: bool = True) -> TaskResult:
+        support_in, query_in = self.inputs(episode)
+        params = dict(self.named_parameters())
+        if not train:
+            params = {k: v.detach() for k, v in params.items()}
+        cond, extra = self.condition(episode, params, train)
+        adapted = self.adapt(params, support_in, episode.support_y, cond,
+                             steps=self.inner_steps if train else self.test_inner_steps,
+                             create_graph=train and not self.first_order)
+        with torch.set_grad_enabled(train):
+            features, logits = functional_call(
+                self.net, self._net_params(adapted), (query_in,),
+                {"cond": cond, "training": train and not self.query_eval})
+            loss = self.task_loss(logits, episode.query_y)
+        metrics = {"query_loss": float(loss.detach())}
+        if extra is not None:
+            metrics["regulariser"] = float(extra.detach())
+            loss = loss + extra
+        return TaskResult(loss, logits, episode.query_y, features, metrics)

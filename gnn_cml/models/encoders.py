@@ -1,0 +1,205 @@
+"""Graph encoders (the shared extractor ``psi``) that run on an episode's rows only.
+
+Every encoder has ``bind(graph)`` (a :class:`PreparedGraph`), ``prepare(nodes)`` that
+builds the parameter-free inputs for those nodes once per episode, and
+``forward(inputs, cond=None, training=True)`` that maps them to node features.
+``forward`` only reads parameters, so learners call it through
+``torch.func.functional_call`` with adapted parameter dicts.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gnn_cml.errors import require
+from gnn_cml.models.graph import PreparedGraph, RowBlock
+
+ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "none": lambda h: h}
+
+
+def _nodes(nodes) -> np.ndarray:
+    return nodes.cpu().numpy() if isinstance(nodes, torch.Tensor) else np.asarray(nodes)
+
+
+class GraphEncoder(nn.Module):
+    """Base class: holds the bound graph (not a parameter) and layer settings."""
+
+    def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
+                 activation: str = "relu"):
+        super().__init__()
+        require(layers >= 1, f"an encoder needs at least one layer, got {layers}")
+        require(hidden > 0, f"hidden size must be positive, got {hidden}")
+        require(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
+        require(activation in ACTIVATIONS, f"unknown activation '{activation}': use {', '.join(ACTIVATIONS)}")
+        self.in_dim, self.hidden, self.num_layers, self.dropout = in_dim, hidden, layers, dropout
+        self.act = ACTIVATIONS[activation]
+        self.graph: Optional[PreparedGraph] = None
+
+    @property
+    def out_dim(self) -> int:
+        return self.hidden
+
+    def bind(self, graph: PreparedGraph) -> "GraphEncoder":
+        require(graph.num_features == self.in_dim,
+                f"encoder expects {self.in_dim} features but the graph has {graph.num_features}")
+        self.graph = graph
+        return self
+
+    def _drop(self, h: torch.Tensor, training: bool) -> torch.Tensor:
+        return F.dropout(h, self.dropout, training=training and self.training)
+
+
+class GCN(GraphEncoder):
+    """Kipf & Welling GCN, ``H' = act(Â H W + b)``, computed exactly on episode rows.
+
+    Layer 1 reads the precomputed ``(Â X)`` rows of ``N^{L-1}(nodes)``; layer ``l``
+    multiplies by the ``Â`` block from its input rows to its output rows.
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
+                 activation: str = "relu"):
+        super().__init__(in_dim, hidden, layers, dropout, activation)
+        dims = [in_dim] + [hidden] * layers
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def prepare(self, nodes) -> Dict[str, object]:
+        g = self.graph
+        rows: List[np.ndarray] = [_nodes(nodes)]
+        for _ in range(self.num_layers - 1):
+            rows.insert(0, g.neighbourhood(rows[0]))
+        return {"x": g.rows(g.propagated(1), rows[0]),
+                "adj": [g.adjacency_block(rows[i + 1], rows[i]) for i in range(self.num_layers - 1)]}
+
+    def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
+        first = self.layers[0]
+        weight = first.weight.t()
+        if cond is not None:  # feature-wise modulation of the input, see AMM-GNN
+            weight = weight * cond["scale"].reshape(-1, 1)
+        h = inputs["x"].matmul(weight) + first.bias
+        if cond is not None and "shift" in cond:
+            h = h + cond["shift"] @ first.weight.t()
+        for layer, adj in zip(self.layers[1:], inputs["adj"]):
+            h = self._drop(self.act(h), training)
+            h = adj.matmul(h @ layer.weight.t()) + layer.bias
+        return self.act(h)
+
+
+class SGC(GraphEncoder):
+    """Simplified GCN (Wu et al. 2019) as in Meta-GNN: ``(Â^K X) W`` with K = ``layers``."""
+
+    def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.0,
+                 activation: str = "none"):
+        super().__init__(in_dim, hidden, layers, dropout, activation)
+        self.linear = nn.Linear(in_dim, hidden)
+
+    def prepare(self, nodes) -> Dict[str, object]:
+        return {"x": self.graph.rows(self.graph.propagated(self.num_layers), _nodes(nodes))}
+
+    def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
+        h = inputs["x"].matmul(self.linear.weight.t()) + self.linear.bias
+        return self._drop(self.act(h), training)
+
+
+class _PyGConvEncoder(GraphEncoder):
+    """Message-passing encoders from PyG convs, run on the nodes' L-hop computation graph."""
+
+    def _build(self, conv_factory):
+        dims = [self.in_dim] + [self.hidden] * self.num_layers
+        self.convs = nn.ModuleList(conv_factory(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def prepare(self, nodes) -> Dict[str, object]:
+        g, nodes = self.graph, _nodes(nodes)
+        subset = g.neighbourhood(nodes, self.num_layers)
+        block = g.adj[subset][:, subset].tocoo()
+        keep = block.row != block.col  # convs add their own self-loops
+        edge_index = torch.from_numpy(np.vstack([block.col[keep], block.row[keep]]).astype(np.int64))
+        x = g.x[subset]
+        return {"x": torch.from_numpy((x.toarray() if sp.issparse(x) else x).astype(np.float32)),
+                "edge_index": edge_index,
+                "out": torch.from_numpy(np.searchsorted(subset, nodes))}
+
+    def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
+        h = inputs["x"]
+        for i, conv in enumerate(self.convs):
+            if i:
+                h = self._drop(h, training)
+            h = self.act(conv(h, inputs["edge_index"]))
+        return h[inputs["out"]]
+
+
+class SAGE(_PyGConvEncoder):
+    """GraphSAGE (mean aggregator) via ``torch_geometric.nn.SAGEConv``."""
+
+    def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
+                 activation: str = "relu"):
+        super().__init__(in_dim, hidden, layers, dropout, activation)
+        from torch_geometric.nn import SAGEConv
+
+        self._build(lambda a, b: SAGEConv(a, b))
+
+
+class GAT(_PyGConvEncoder):
+    """Graph attention (single head) via ``torch_geometric.nn.GATConv``."""
+
+    def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
+                 activation: str = "elu"):
+        super().__init__(in_dim, hidden, layers, dropout, activation)
+        from torch_geometric.nn import GATConv
+
+        self._build(lambda a, b: GATConv(a, b, heads=1))
+
+
+class SubgraphGCN(GraphEncoder):
+    """G-Meta's encoder: each node is embedded from its own h-hop subgraph.
+
+    The GCN runs on ``Â`` restricted to the subgraph (not renormalised, as in the
+    reference code) and the node embedding is the mean over the subgraph's nodes
+    (``pool='mean'``) or the centre node's row (``pool='center'``, the G-Meta paper).
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
+                 activation: str = "relu", hops: int = 2, pool: str = "mean"):
+        super().__init__(in_dim, hidden, layers, dropout, activation)
+        require(pool in ("mean", "center"), f"unknown subgraph pooling '{pool}': use mean or center")
+        self.hops, self.pool = hops, pool
+        dims = [in_dim] + [hidden] * layers
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def prepare(self, nodes) -> Dict[str, object]:
+        g, nodes = self.graph, _nodes(nodes)
+        subsets = [g.neighbourhood(np.array([v]), self.hops) for v in nodes]
+        blocks = sp.block_diag([g.adj[s][:, s] for s in subsets], format="csr")
+        stacked = np.concatenate(subsets)
+        sizes = np.array([len(s) for s in subsets])
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        if self.pool == "mean":
+            pool = sp.csr_matrix((np.repeat(1.0 / sizes, sizes).astype(np.float32),
+                                  np.arange(len(stacked)), np.concatenate([[0], np.cumsum(sizes)])),
+                                 shape=(len(nodes), len(stacked)))
+        else:
+            centre = offsets + np.array([np.searchsorted(s, v) for s, v in zip(subsets, nodes)])
+            pool = sp.csr_matrix((np.ones(len(nodes), np.float32), (np.arange(len(nodes)), centre)),
+                                 shape=(len(nodes), len(stacked)))
+        return {"x": RowBlock.from_matrix(blocks.dot(g.x[stacked])),
+                "adj": RowBlock.from_matrix(blocks), "pool": RowBlock.from_matrix(pool)}
+
+    def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
+        first = self.layers[0]
+        h = inputs["x"].matmul(first.weight.t()) + first.bias
+        for layer in self.layers[1:]:
+            h = self._drop(self.act(h), training)
+            h = inputs["adj"].matmul(h @ layer.weight.t()) + layer.bias
+        return inputs["pool"].matmul(self.act(h))
+
+
+ENCODERS = {"gcn": GCN, "sgc": SGC, "sage": SAGE, "gat": GAT, "subgraph_gcn": SubgraphGCN}
+
+
+def build_encoder(name: str, in_dim: int, **kwargs) -> GraphEncoder:
+    require(name in ENCODERS, f"unknown backbone '{name}': use one of {', '.join(ENCODERS)}")
+    return ENCODERS[name](in_dim, **kwargs)
