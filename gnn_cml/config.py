@@ -28,6 +28,7 @@ class RunConfig:
     queries: int = 5
     test_queries: int = 10
     split: Optional[List[int]] = None
+    split_seed: int = 1234
     labels_per_class: Optional[int] = None
     episodes: int = 2000
     meta_batch: int = 1

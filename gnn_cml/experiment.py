@@ -42,7 +42,7 @@ class GraphTask:
     @classmethod
     def build(cls, cfg: RunConfig) -> "GraphTask":
         data = load_graph(cfg.graph, cfg.data_root)
-        split = default_split(data, seed=cfg.seed, counts=cfg.split)
+        split = default_split(data, seed=cfg.split_seed, counts=cfg.split)
         task = cls(cfg, data, None, split)
         # Fail on impossible requests now, before anything is trained or written.
         for part, queries in (("train", cfg.queries), ("val", cfg.queries), ("test", cfg.test_queries)):
@@ -187,7 +187,8 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
     for path in runs:
         learner = build_learner(cfg, task.graph)
         learner.load_state_dict(load_checkpoint(path)["model"])
-        scores = evaluate_tasks(learner.test_model(), tests, METRICS["accuracy"], seed=cfg.seed)
+        run_seed = json.loads((path.parent / "result.json").read_text())["seed"]
+        scores = evaluate_tasks(learner.test_model(), tests, METRICS["accuracy"], seed=run_seed)
         accs.append(100 * float(np.mean(scores)))
     return {"graph": cfg.graph, "method": cfg.method, "cml": cfg.cml, "co_learner": co_learner,
             "test_tasks": len(tests), "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent")}

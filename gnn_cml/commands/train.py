@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, help="query nodes per class in training/validation (default 5)")
     p.add_argument("--test-queries", type=int, help="query nodes per class at meta-test (default 10)")
     p.add_argument("--split", type=_split, help="train,val,test class counts (default: the paper's)")
+    p.add_argument("--split-seed", type=int, help="seed of the class split (default 1234, the TLP reference's)")
     p.add_argument("--episodes", type=int, help="the most meta-training episodes")
     p.add_argument("--meta-batch", type=int, help="tasks per meta-update (default 1)")
     p.add_argument("--lr", type=float, help="outer (Adam) learning rate")
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-OVERRIDES = ("graph", "method", "cml", "gamma", "dagger", "ways", "shots", "queries", "test_queries", "split",
+OVERRIDES = ("graph", "method", "cml", "gamma", "dagger", "ways", "shots", "queries", "test_queries", "split", "split_seed",
              "episodes", "meta_batch", "lr", "inner_lr", "inner_steps", "first_order", "backbone", "norm",
              "val_every", "val_tasks", "patience", "test_tasks", "runs", "seed", "data_root")
 

@@ -11,7 +11,7 @@ from gnn_cml.errors import require
 from gnn_cml.sampling.split import ClassSplit
 
 
-def default_split(data: Data, seed: int = 0, counts: Optional[Sequence[int]] = None) -> ClassSplit:
+def default_split(data: Data, seed: int = 1234, counts: Optional[Sequence[int]] = None) -> ClassSplit:
     """The paper-default class split of ``data`` (or one from explicit ``counts``).
 
     Graphs with an upstream split (GPN sets, or a user ``.npz`` that carries

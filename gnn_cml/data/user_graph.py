@@ -5,8 +5,6 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Optional
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -95,7 +93,7 @@ def _ints(a: np.ndarray, name: str, fail) -> np.ndarray:
         return a.astype(np.int64)
     if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
         return a.astype(np.int64)
-    raise fail(f"'{name}' must hold integers, got dtype {a.dtype}", f"store it as np.int64")
+    raise fail(f"'{name}' must hold integers, got dtype {a.dtype}", "store it as np.int64")
 
 
 def _labels(y: np.ndarray, fail) -> np.ndarray:
@@ -172,8 +170,8 @@ def _class_split(arrays, y: np.ndarray, fail) -> dict:
                    "save both (and optionally 'val_classes'), or none to use a random split")
     num_classes = int(y.max()) + 1
     for key, classes in given.items():
-        out: Optional[np.ndarray] = classes[(classes < 0) | (classes >= num_classes)]
+        out = classes[(classes < 0) | (classes >= num_classes)]
         if out.size:
             raise fail(f"'{key}' names class {int(out[0])}, but 'y' has classes 0..{num_classes - 1}",
-                       f"list only class ids that occur in y")
+                       "list only class ids that occur in y")
     return given

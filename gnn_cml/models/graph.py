@@ -76,9 +76,9 @@ class RowBlock:
 
     def matmul(self, w: torch.Tensor) -> torch.Tensor:
         if self.dense is not None:
-            return self.dense @ w
+            return self.dense.to(w.dtype) @ w
         out = w.new_zeros(self.shape[0], w.shape[-1])
-        return out.index_add(0, self.row, self.val.unsqueeze(-1) * w[self.col])
+        return out.index_add(0, self.row, self.val.to(w.dtype).unsqueeze(-1) * w[self.col])
 
     def to(self, device) -> "RowBlock":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, Sequence, Tuple
 
+import random
+
 import numpy as np
 
 from gnn_cml.errors import GnnCmlError, require
@@ -38,13 +40,14 @@ class ClassSplit:
                 seen[c] = part
 
     @classmethod
-    def from_counts(cls, classes, counts: Sequence[int], seed: int = 0) -> "ClassSplit":
+    def from_counts(cls, classes, counts: Sequence[int], seed: int = 1234) -> "ClassSplit":
         """Random split of ``classes`` (an int means ``range(classes)``) into counts.
 
-        This is the TLP protocol (Tan et al. 2022): one seeded permutation of the
-        classes, cut into train/val/test blocks.
+        This is the TLP protocol (Tan et al. 2022) behind the paper's Table 3: Python's
+        ``random.shuffle`` of the class list with a fixed seed (1234 in the reference
+        code), cut into train/val/test blocks; the same seed gives the same classes.
         """
-        pool = np.arange(classes) if isinstance(classes, (int, np.integer)) else np.asarray(list(classes))
+        pool = list(range(classes)) if isinstance(classes, (int, np.integer)) else [int(c) for c in classes]
         counts = tuple(int(c) for c in counts)
         require(len(counts) == 3, f"a split needs three counts (train, val, test), got {counts}")
         require(all(c > 0 for c in counts),
@@ -52,9 +55,9 @@ class ClassSplit:
         require(sum(counts) <= len(pool),
                 f"split {counts} needs {sum(counts)} classes but the graph has {len(pool)}: "
                 f"use smaller counts")
-        perm = pool[np.random.default_rng(seed).permutation(len(pool))]
+        random.Random(seed).shuffle(pool)
         a, b, c = counts
-        return cls(perm[:a], perm[a:a + b], perm[a + b:a + b + c])
+        return cls(pool[:a], pool[a:a + b], pool[a + b:a + b + c])
 
     @classmethod
     def from_upstream(cls, train_classes, test_classes, num_val: int, seed: int = 0) -> "ClassSplit":
