@@ -52,7 +52,6 @@ class RunConfig:
     test_tasks: int = 100
     runs: int = 5
     seed: int = 0
-    device: str = "cpu"
     data_root: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
@@ -68,6 +67,14 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "ammgnn": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.1, "lr": 0.01, "weight_decay": 5e-4},
     "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
     "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
+}
+
+# Per-graph protocol defaults: the TLP setting of Table 3, and the GPN protocol (N-way K-shot,
+# 20 queries per class, 50 fixed test tasks) for the GPN sets.
+_GPN = {"ways": 5, "shots": 5, "queries": 20, "test_queries": 20, "test_tasks": 50}
+GRAPH_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "corafull": {"ways": 5}, "coauthor_cs": {"ways": 5}, "ogbn_arxiv": {"ways": 5},
+    "amazon_clothing": _GPN, "amazon_electronics": _GPN, "dblp": _GPN,
 }
 
 _FIELDS = {f.name: f for f in fields(RunConfig)}
@@ -97,12 +104,19 @@ def load_yaml(path) -> Dict[str, Any]:
 
 
 def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
-    """Defaults < method defaults < YAML file < explicit overrides (e.g. CLI flags)."""
+    """Defaults < graph defaults < method defaults < YAML file < explicit overrides (CLI flags)."""
     file_values = load_yaml(config_file) if config_file else {}
     _check_types(overrides, "the command line")
     method = str(overrides.get("method") or file_values.get("method") or RunConfig.method).lower()
     require(method in METHODS, f"unknown method '{method}': use one of {', '.join(METHODS)}")
-    values = {**METHOD_DEFAULTS[method], **file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    graph = overrides.get("graph") or file_values.get("graph") or RunConfig.graph
+    graph_defaults = {}
+    if not str(graph).endswith(".npz"):
+        from gnn_cml.data.registry import graph_info
+
+        graph_defaults = GRAPH_DEFAULTS.get(graph_info(str(graph)).name, {})
+    values = {**graph_defaults, **METHOD_DEFAULTS[method], **file_values,
+              **{k: v for k, v in overrides.items() if v is not None}}
     values["method"] = method
     cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
     validate(cfg)

@@ -76,7 +76,7 @@ def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> 
             saved = yaml.safe_load(config_path.read_text()) or {}
             _check_types(saved, str(config_path))
             current = cfg.to_dict()
-            changed = [k for k in current if k not in ("runs", "device") and saved.get(k) != current[k]]
+            changed = [k for k in current if k != "runs" and saved.get(k) != current[k]]
             require(not changed, f"--resume with a different config than {config_path} ({', '.join(changed)} "
                                  f"changed): rerun with the saved settings or use --overwrite")
         else:

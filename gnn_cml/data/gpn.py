@@ -74,9 +74,11 @@ def read_mat(path: Path) -> Tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
     except (*READ_ERRORS, IndexError, TypeError, NotImplementedError,
             scipy.io.matlab.MatReadError) as exc:
         raise _corrupt(path, exc) from None
-    if not (len(index) == len(label) == attr.shape[0]) or np.any(label != np.round(label)):
+    if not len(index) == len(label) == attr.shape[0]:
         raise _corrupt(path, ValueError(
             f"Index has {len(index)} entries, Label {len(label)}, Attributes {attr.shape[0]} rows"))
+    if np.any(label != np.round(label)) or np.any(index != np.round(index)):
+        raise _corrupt(path, ValueError("Index and Label must hold integers"))
     return index.astype(np.int64), label.astype(np.int64), attr
 
 
@@ -101,6 +103,7 @@ def _locate(root: Path, cache: Path, name: str) -> Dict[str, Path]:
 def _download(fname: str, folder: Path) -> Path:
     """Fetch ``fname`` into ``folder``, checking it before it takes its final name."""
     url, part = URL.format(fname), folder / f"{fname}.part"
+    folder.mkdir(parents=True, exist_ok=True)
     part.unlink(missing_ok=True)
     try:
         download_url(url, str(folder), filename=part.name)

@@ -76,7 +76,8 @@ def load_npz_graph(path: Path) -> Data:
     if "x" not in arrays and len(has_csr) < len(_CSR_PARTS):
         missing += [k for k in _CSR_PARTS if k not in arrays] if has_csr else ["x"]
     if missing:
-        raise fail(f"missing array(s) {', '.join(repr(k) for k in missing)}")
+        fix = "save all four CSR parts of x (or a dense x)" if has_csr and "x" not in arrays else _HOW
+        raise fail(f"missing array(s) {', '.join(repr(k) for k in missing)}", fix)
 
     y = _labels(arrays["y"], fail)
     n = y.shape[0]

@@ -1,0 +1,135 @@
+"""ogbn-arxiv in OGB's on-disk layout, read without OGB's interactive dataset classes.
+
+OGB's ``NodePropPredDataset`` asks on stdin before (re)downloading and caches with
+``torch.load``; here the raw CSVs of ``<root>/ogbn_arxiv/raw/`` are read with
+pandas and cached as a pickle-free ``.npz``. A missing dataset is downloaded
+from OGB's canonical URL (``master.csv``) and unpacked the way OGB does it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from gnn_cml.data.paths import is_writable
+from gnn_cml.data.user_graph import READ_ERRORS
+from gnn_cml.errors import GnnCmlError
+
+_OGB_NAMES = {"ogbn_arxiv": "ogbn-arxiv"}
+RAW_FILES = ("edge.csv.gz", "node-feat.csv.gz", "node-label.csv.gz", "num-node-list.csv.gz")
+_CACHE_VERSION = 1
+
+
+def meta_info(name: str) -> Dict[str, str]:
+    """OGB's ``master.csv`` entry for ``name`` (download URL, version, ...)."""
+    import pandas as pd
+
+    # Located without importing ogb: its import starts a thread that asks PyPI for updates.
+    package = Path(importlib.util.find_spec("ogb").submodule_search_locations[0])
+    master = package / "nodeproppred" / "master.csv"
+    return dict(pd.read_csv(master, index_col=0, keep_default_na=False)[_OGB_NAMES[name]])
+
+
+def dataset_dir(root: Path, name: str) -> Path:
+    """OGB's folder for ``name`` under ``root``: ``<root>/ogbn_arxiv``."""
+    return root / name
+
+
+def available(root: Path, name: str) -> bool:
+    raw = dataset_dir(root, name) / "raw"
+    return all((raw / f).exists() for f in RAW_FILES)
+
+
+def _download(target_root: Path, name: str) -> Path:
+    """Download and unzip OGB's archive into ``target_root/<name>``, as OGB itself does."""
+    from ogb.utils.url import download_url, extract_zip
+
+    info, folder = meta_info(name), dataset_dir(target_root, name)
+    target_root.mkdir(parents=True, exist_ok=True)
+    zip_path = target_root / info["url"].rpartition("/")[2]
+    zip_path.unlink(missing_ok=True)  # OGB would reuse a partial archive
+    try:
+        download_url(info["url"], str(target_root))
+        extract_zip(str(zip_path), str(target_root))
+    except (OSError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise GnnCmlError(
+            f"{name} is not under {folder} and downloading {info['url']} failed ({exc}): run again "
+            f"with internet access, or unzip that archive so that {folder / 'raw'} holds "
+            f"{', '.join(RAW_FILES)}") from None
+    finally:
+        zip_path.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.move(str(target_root / info["download_name"]), str(folder))
+    return folder
+
+
+def _read_csv(path: Path, dtype) -> np.ndarray:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, compression="gzip", header=None, dtype=dtype).to_numpy()
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise GnnCmlError(
+            f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}): delete "
+            f"{path.parent.parent} and run again to re-download it") from None
+
+
+def parse(raw: Path) -> Dict[str, np.ndarray]:
+    """``edge_index``, ``x`` and ``y`` (NaN labels -> -1) from OGB's raw CSV files."""
+    num_nodes = int(_read_csv(raw / "num-node-list.csv.gz", np.int64).reshape(-1)[0])
+    edges = _read_csv(raw / "edge.csv.gz", np.int64)
+    x = _read_csv(raw / "node-feat.csv.gz", np.float32)
+    labels = _read_csv(raw / "node-label.csv.gz", np.float64).reshape(-1)
+    problems = [
+        (edges.ndim != 2 or edges.shape[1] != 2, "edge.csv.gz must have 2 columns"),
+        (edges.size > 0 and (edges.min() < 0 or edges.max() >= num_nodes),
+         f"edge.csv.gz has node ids outside 0..{num_nodes - 1}"),
+        (x.shape[0] != num_nodes, f"node-feat.csv.gz has {x.shape[0]} rows, not {num_nodes}"),
+        (labels.shape[0] != num_nodes, f"node-label.csv.gz has {labels.shape[0]} rows, not {num_nodes}"),
+    ]
+    for bad, problem in problems:
+        if bad:
+            raise GnnCmlError(f"{raw}: {problem}: the files are inconsistent; delete "
+                              f"{raw.parent} and run again to re-download it")
+    y = np.where(np.isnan(labels), -1, labels).astype(np.int64)
+    return {"edge_index": edges.T.copy(), "x": x, "y": y}
+
+
+def _fingerprint(raw: Path) -> np.ndarray:
+    stats = [os.stat(raw / f) for f in RAW_FILES]
+    return np.array([_CACHE_VERSION] + [v for s in stats for v in (s.st_size, s.st_mtime_ns)],
+                    dtype=np.int64)
+
+
+def load(root: Path, cache: Path, name: str) -> Data:
+    folder = next((dataset_dir(r, name) for r in (root, cache) if available(r, name)), None)
+    if folder is None:
+        folder = _download(root if is_writable(root) else cache, name)
+    raw = folder / "raw"
+    fingerprint = _fingerprint(raw)
+    processed = dataset_dir(cache, name) / "processed" / "gnn_cml_graph.npz"
+    arrays = None
+    if processed.exists():
+        try:
+            with np.load(processed, allow_pickle=False) as f:
+                if np.array_equal(f["fingerprint"], fingerprint):
+                    arrays = {k: f[k] for k in ("edge_index", "x", "y")}
+        except READ_ERRORS:
+            arrays = None  # a damaged cache is rebuilt from the raw files
+    if arrays is None:
+        arrays = parse(raw)
+        processed.parent.mkdir(parents=True, exist_ok=True)
+        tmp = processed.with_name(processed.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, fingerprint=fingerprint, **arrays)
+        tmp.replace(processed)
+    return Data(x=torch.from_numpy(arrays["x"]), edge_index=torch.from_numpy(arrays["edge_index"]),
+                y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x"].shape[0]))

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real data folder, a per-session cache and a network blocker."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real data (``../shared/data``, or ``$GNN_CML_DATA``); skips when absent."""
+    env = os.environ.get("GNN_CML_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path}: set GNN_CML_DATA to the shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gnn_cml_cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(_session_cache, monkeypatch):
+    """Processed caches go to a session tmp dir, never next to the shared data."""
+    monkeypatch.setenv("GNN_CML_CACHE", str(_session_cache))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any attempt to resolve a host or open a connection."""
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
