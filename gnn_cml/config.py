@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -123,36 +124,102 @@ def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
     return cfg
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps")
+
+
 def _coerce(key: str, value: Any) -> Any:
+    """``value`` as the type of config key ``key``; a one-line error for anything else."""
     default = _FIELDS[key].default
+
+    def bad(kind: str) -> GnnCmlError:
+        return GnnCmlError(f"config key '{key}' must be {kind}, got {value!r}")
+
+    def as_int(v: Any) -> int:
+        if isinstance(v, bool) or v is None:
+            raise ValueError
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError
+        return int(v)
+
     try:
+        if key in _OPTIONAL_INT:
+            return None if value is None else as_int(value)
+        if key == "data_root":
+            if value is not None and not isinstance(value, (str, Path)):
+                raise bad("a folder path")
+            return None if value is None else str(value)
+        if key == "split":
+            if value is None:
+                return None
+            if not isinstance(value, (list, tuple)) or len(value) != 3:
+                raise bad("three class counts (train, val, test) like [3, 2, 2]")
+            try:
+                return [as_int(v) for v in value]
+            except (TypeError, ValueError):
+                raise bad("three class counts (train, val, test) like [3, 2, 2]") from None
+        if key == "co_hidden":
+            values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+            if not isinstance(values, (list, tuple)):
+                raise bad("a list of hidden layer sizes like [16]")
+            try:
+                return [as_int(v) for v in values]
+            except (TypeError, ValueError):
+                raise bad("a list of hidden layer sizes like [16]") from None
         if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if isinstance(default, int) and not isinstance(default, bool) and value is not None:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+                return value.lower() in _TRUE
+            raise bad("true or false")
+        if isinstance(default, int):
+            return as_int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool) or value is None:
                 raise ValueError
-            return int(value)
-        if isinstance(default, float) and value is not None:
             return float(value)
+        if isinstance(default, str) and not isinstance(value, str):
+            raise bad("a string")
+    except GnnCmlError:
+        raise
     except (TypeError, ValueError):
-        raise GnnCmlError(f"config key '{key}' must be a {type(default).__name__}, got {value!r}") from None
+        kind = {int: "an integer", float: "a number"}.get(type(default), "an integer")
+        raise bad(kind) from None
     return value
+
+
+def _hint(key: str, example: Any) -> str:
+    from gnn_cml.commands.train import OVERRIDES
+
+    return f"--{key.replace('_', '-')} {example}" if key in OVERRIDES else f"'{key}: {example}' in the --config file"
 
 
 def validate(cfg: RunConfig) -> None:
     """Reject impossible values with messages that name the fix."""
     for key in ("ways", "shots", "queries", "test_queries", "episodes", "meta_batch", "hidden", "layers",
                 "val_every", "val_tasks", "patience", "test_tasks", "runs"):
-        require(getattr(cfg, key) > 0, f"{key} must be positive, got {getattr(cfg, key)}: e.g. --{key.replace('_', '-')} 1")
+        require(getattr(cfg, key) > 0, f"{key} must be positive, got {getattr(cfg, key)}: e.g. {_hint(key, 1)}")
     for key in ("lr", "inner_lr"):
-        require(getattr(cfg, key) > 0, f"{key} must be positive, got {getattr(cfg, key)}: e.g. --{key.replace('_', '-')} 0.01")
-    require(cfg.inner_steps >= 0, f"inner_steps must be >= 0, got {cfg.inner_steps}")
-    require(cfg.gamma >= 0, f"gamma must be >= 0, got {cfg.gamma}")
-    require(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    require(0 <= cfg.dropout < 1, f"dropout must be in [0, 1), got {cfg.dropout}")
-    require(cfg.norm in ("row", "sym"), f"norm must be row or sym, got {cfg.norm!r}")
+        value = getattr(cfg, key)
+        require(value > 0 and math.isfinite(value),
+                f"{key} must be a positive finite number, got {value}: e.g. {_hint(key, 0.01)}")
+    require(cfg.inner_steps >= 0, f"inner_steps must be >= 0, got {cfg.inner_steps}: e.g. {_hint('inner_steps', 20)}")
+    require(cfg.test_inner_steps is None or cfg.test_inner_steps >= 0,
+            f"test_inner_steps must be >= 0, got {cfg.test_inner_steps}: e.g. {_hint('test_inner_steps', 20)}")
+    require(cfg.gamma >= 0 and math.isfinite(cfg.gamma),
+            f"gamma must be a finite number >= 0, got {cfg.gamma}: e.g. {_hint('gamma', 0.2)}")
+    require(cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay),
+            f"weight_decay must be a finite number >= 0, got {cfg.weight_decay}: e.g. {_hint('weight_decay', 0)}")
+    require(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}: e.g. {_hint('seed', 0)}")
+    require(cfg.labels_per_class is None or cfg.labels_per_class > 0,
+            f"labels_per_class must be positive, got {cfg.labels_per_class}: e.g. {_hint('labels_per_class', 10)} "
+            f"(or leave it out to use every labelled node)")
+    require(all(h > 0 for h in cfg.co_hidden),
+            f"co_hidden must list positive layer sizes, got {cfg.co_hidden}: e.g. {_hint('co_hidden', [16])} ([] for a linear co-learner)")
+    require(0 <= cfg.dropout < 1, f"dropout must be in [0, 1), got {cfg.dropout}: e.g. {_hint('dropout', 0.5)}")
+    require(cfg.norm in ("row", "sym"), f"norm must be row or sym, got {cfg.norm!r}: e.g. {_hint('norm', 'row')}")
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
             f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
     if cfg.split is not None:

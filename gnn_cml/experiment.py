@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -9,10 +10,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 import yaml
 
-from gnn_cml.config import RunConfig, _check_types
-from gnn_cml.data import default_split, load_graph
+from gnn_cml.config import RunConfig, load_yaml
+from gnn_cml.data import cache_root, data_root, default_split, load_graph
 from gnn_cml.engine import distributed as dist
 from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
 from gnn_cml.engine.metrics import mean_ci95
@@ -41,7 +43,7 @@ class GraphTask:
 
     @classmethod
     def build(cls, cfg: RunConfig) -> "GraphTask":
-        data = load_graph(cfg.graph, cfg.data_root)
+        data = _load_graph(cfg)
         split = default_split(data, seed=cfg.split_seed, counts=cfg.split)
         task = cls(cfg, data, None, split)
         # Fail on impossible requests now, before anything is trained or written.
@@ -56,7 +58,10 @@ class GraphTask:
             return EpisodeSampler(self.data.y, self.split.part(part), cfg.ways, cfg.shots, queries, seed=seed,
                                   labels_per_class=cfg.labels_per_class if part == "train" else None)
         except GnnCmlError as exc:
-            raise GnnCmlError(f"{part} classes {list(self.split.part(part))}: {exc}") from None
+            message = str(exc)
+            if part == "test":  # the test sampler draws --test-queries, not --queries, per class
+                message = message.replace("--queries", "--test-queries")
+            raise GnnCmlError(f"{part} classes {list(self.split.part(part))}: {message}") from None
 
     def test_tasks(self) -> TaskSet:
         cfg = self.cfg
@@ -65,16 +70,40 @@ class GraphTask:
                                 cfg.test_tasks, meta)
 
 
+def _load_graph(cfg: RunConfig):
+    """``load_graph``, with damaged data files (truncated pickles, a half-written processed cache)
+    reported as one-line :class:`GnnCmlError` instead of a traceback."""
+    try:
+        return load_graph(cfg.graph, cfg.data_root)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        if str(cfg.graph).endswith(".npz"):
+            raise
+        root = data_root(cfg.data_root)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        raise GnnCmlError(f"could not read graph '{cfg.graph}': a file under the data root {root} or the "
+                          f"processed cache {cache_root(root)} is truncated or corrupt ({first}): delete the "
+                          f"graph's processed/ folder in the cache and restore its raw files") from None
+
+
+def check_output(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty folder that is not a gnn-cml run."""
+    if out.exists() or out.is_symlink():
+        require(out.is_dir(), f"--out {out} exists and is not a directory: pick another --out")
+        if any(out.iterdir()) and (overwrite or resume):
+            require((out / "config.yaml").is_file(),
+                    f"{out} is not empty and holds no gnn-cml run (no config.yaml), so "
+                    f"--{'overwrite' if overwrite else 'resume'} will not touch it: pick another --out")
+
+
 def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber another run; check a resumed run has the same config."""
     config_path = out / "config.yaml"
+    check_output(out, resume, overwrite)
     if out.exists() and any(out.iterdir()):
         if overwrite:
             shutil.rmtree(out)
         elif resume:
-            require(config_path.exists(), f"{out} holds no gnn-cml run to resume: pick another --out")
-            saved = yaml.safe_load(config_path.read_text()) or {}
-            _check_types(saved, str(config_path))
+            saved = load_yaml(config_path)
             current = cfg.to_dict()
             changed = [k for k in current if k != "runs" and saved.get(k) != current[k]]
             require(not changed, f"--resume with a different config than {config_path} ({', '.join(changed)} "
@@ -82,21 +111,31 @@ def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> 
         else:
             raise GnnCmlError(f"output directory {out} exists from another run: pass --resume to continue it "
                               f"or --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GnnCmlError(f"cannot create output directory {out} ({exc.strerror or exc}): "
+                          f"pick a writable --out") from None
 
 
 def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: bool = False,
                    task_file: Optional[Path] = None, progress: bool = True) -> Dict:
     """Train ``cfg.runs`` independent runs and write ``results.json`` to ``out``."""
     out = Path(out)
+    if dist.is_main():
+        check_output(out, resume, overwrite)
     task = GraphTask.build(cfg)
     if task_file is not None:
         tests = TaskSet.load(task_file)
         require(tests.meta.get("ways") == cfg.ways and tests.meta.get("shots") == cfg.shots,
                 f"task file {task_file} holds {tests.meta.get('ways')}-way {tests.meta.get('shots')}-shot tasks, "
-                f"not {cfg.ways}-way {cfg.shots}-shot: regenerate it or drop --test-tasks")
+                f"not {cfg.ways}-way {cfg.shots}-shot: regenerate it or drop --task-file")
+        _check_task_file(tests, task, task_file)
     else:
         tests = task.test_tasks()
+    # Build the learner once, so that a bad backbone/pool/modulation fails before anything is written.
+    with torch.random.fork_rng(devices=[]):
+        build_learner(cfg, task.graph, seed=0)
     if dist.is_main():
         prepare_output(out, cfg, resume, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -112,6 +151,34 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     if dist.is_main():
         write_json(out / "results.json", result)
     return result
+
+
+def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
+    """Tasks from another graph would index the wrong (or missing) nodes: refuse them."""
+    def canonical(name) -> str:
+        from gnn_cml.data.registry import graph_info
+
+        if str(name).endswith(".npz"):
+            return Path(str(name)).stem
+        try:
+            return graph_info(str(name)).name
+        except GnnCmlError:
+            return str(name)
+
+    graph = tests.meta.get("graph")
+    require(graph is None or canonical(graph) == canonical(task.cfg.graph),
+            f"task file {task_file} holds tasks on graph '{graph}', not '{task.cfg.graph}': "
+            f"use a task file written for this graph")
+    n, ways = int(task.data.num_nodes), task.cfg.ways
+    for e in tests:
+        for nodes, labels in ((e.support, e.support_y), (e.query, e.query_y)):
+            require(nodes.dim() == 1 and nodes.shape == labels.shape and not nodes.is_floating_point(),
+                    f"task file {task_file} is malformed (node and label arrays do not match): regenerate it")
+            require(nodes.numel() == 0 or (int(nodes.min()) >= 0 and int(nodes.max()) < n),
+                    f"task file {task_file} refers to nodes outside 0..{n - 1} of '{task.cfg.graph}': "
+                    f"use a task file written for this graph")
+            require(labels.numel() == 0 or (int(labels.min()) >= 0 and int(labels.max()) < ways),
+                    f"task file {task_file} has labels outside 0..{ways - 1}: regenerate it")
 
 
 def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
@@ -169,9 +236,8 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
     from gnn_cml.config import resolve
 
     out = Path(out)
-    require((out / "config.yaml").exists(), f"{out} is not a gnn-cml run directory (no config.yaml): check the path")
-    saved = yaml.safe_load((out / "config.yaml").read_text())
-    cfg = resolve(saved)
+    require((out / "config.yaml").is_file(), f"{out} is not a gnn-cml run directory (no config.yaml): check the path")
+    cfg = resolve({}, out / "config.yaml")
     require(not co_learner or cfg.cml, f"--co-learner needs a run trained with --cml; {out} has none")
     if co_learner:
         cfg.dagger = True
@@ -186,8 +252,17 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
     require(runs, f"{out} has no finished run (run_*/model.pt): train it first or use --resume")
     for path in runs:
         learner = build_learner(cfg, task.graph)
-        learner.load_state_dict(load_checkpoint(path)["model"])
-        run_seed = json.loads((path.parent / "result.json").read_text())["seed"]
+        state = load_checkpoint(path)
+        try:
+            learner.load_state_dict(state["model"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise GnnCmlError(f"{path} does not hold this run's model ({first}): "
+                              f"retrain with gnn-cml train --overwrite --out {out}") from None
+        result_path = path.parent / "result.json"
+        require(result_path.is_file(), f"{path.parent} is unfinished (no result.json): "
+                                       f"finish it with gnn-cml train --resume --out {out}")
+        run_seed = json.loads(result_path.read_text())["seed"]
         scores = evaluate_tasks(learner.test_model(), tests, METRICS["accuracy"], seed=run_seed)
         accs.append(100 * float(np.mean(scores)))
     return {"graph": cfg.graph, "method": cfg.method, "cml": cfg.cml, "co_learner": co_learner,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from gnn_cml.config import METHODS, resolve
@@ -64,7 +65,14 @@ def run(args) -> int:
 
     cfg = resolve({k: getattr(args, k) for k in OVERRIDES}, args.config)
     out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{cfg.method}{'-cml' if cfg.cml else ''}-{cfg.ways}w{cfg.shots}s"
-    dist.init_from_env()
+    if dist.init_from_env():  # first loads fill the data cache: rank 0, then one process per other machine
+        from gnn_cml.data import load_graph
+
+        local_main = os.environ.get("LOCAL_RANK", "0") == "0"
+        for turn in (dist.is_main(), local_main and not dist.is_main()):
+            if turn:
+                load_graph(cfg.graph, cfg.data_root)
+            dist.barrier()
     result = run_experiment(cfg, out, resume=args.resume, overwrite=args.overwrite, task_file=args.task_file,
                             progress=not args.no_progress)
     if dist.is_main():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict
 
@@ -37,13 +39,33 @@ def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _why_refused(text: str) -> str:
+    """The informative part of torch's weights-only refusal: which global or opcode it met."""
+    name = re.search(r"GLOBAL ([\w.]+)", text)
+    if name:
+        return f"it names {name.group(1)}"
+    opcode = re.search(r"Unsupported operand \d+", text)
+    return opcode.group(0) if opcode else "unsupported content"
+
+
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     """Load with ``weights_only=True``: tensors and plain containers only, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise GnnCmlError(f"checkpoint {path} does not exist: train first, or check the run directory")
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GnnCmlError(f"checkpoint {path} does not exist: train first, or check the run directory") from None
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError for unsafe or corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GnnCmlError(f"refusing to load checkpoint {path}: it is corrupt or holds objects other than "
-                          f"tensors ({first[:120]}); delete it and retrain") from None
+        text = str(exc)
+        if "Weights only load failed" in text:
+            raise GnnCmlError(f"refusing to load checkpoint {path}: it holds Python objects other than tensors, "
+                              f"which could run code ({_why_refused(text)}): delete it and retrain; never load "
+                              f"checkpoints from an untrusted source") from None
+        first = text.strip().splitlines()[0].split(". ")[0][:120] if text.strip() else type(exc).__name__
+        raise GnnCmlError(f"checkpoint {path} is truncated or corrupt ({first}): delete it and retrain") from None
+    if not isinstance(state, dict):
+        raise GnnCmlError(f"checkpoint {path} holds a {type(state).__name__}, not a gnn-cml checkpoint: "
+                          f"delete it and retrain")
+    return state

@@ -30,11 +30,14 @@ def is_main() -> bool:
 
 
 def init_from_env() -> bool:
-    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+    The gradients are CPU tensors, so the backend is gloo even where CUDA exists (NCCL
+    cannot reduce CPU tensors); ``GNN_CML_BACKEND`` overrides it.
+    """
     if is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return is_initialized()
-    backend = "nccl" if torch.cuda.is_available() and os.environ.get("GNN_CML_BACKEND") != "gloo" else "gloo"
-    torch_dist.init_process_group(backend=backend)
+    torch_dist.init_process_group(backend=os.environ.get("GNN_CML_BACKEND", "gloo"))
     return True
 
 

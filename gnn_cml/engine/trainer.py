@@ -88,9 +88,24 @@ class Trainer:
         self.history: List[Dict] = []
         self.train_seconds = 0.0
         self.stopped_early = False
+        self._checkpoint_episode = 0
         self._writer = None
+        if self.run_dir is not None and dist.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.checkpoint_path and self.checkpoint_path.exists():
-            self._restore(load_checkpoint(self.checkpoint_path))
+            state = load_checkpoint(self.checkpoint_path)
+            try:
+                self._restore(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                raise GnnCmlError(f"checkpoint {self.checkpoint_path} does not belong to this run ({first}): "
+                                  f"delete it to restart this run, or use --overwrite") from None
+        elif self.run_dir is not None and dist.is_main():
+            # A fresh start: metric lines of a run killed before its first checkpoint are stale.
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if self.run_dir is not None and dist.is_main():
+            for stale in self.run_dir.glob(".checkpoint.pt.tmp*"):  # half-written by a killed process
+                stale.unlink(missing_ok=True)
         if tensorboard and self.run_dir and dist.is_main():
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -122,10 +137,18 @@ class Trainer:
                 p.grad = torch.zeros_like(p)
         totals = dist.reduce_gradients_and_stats(self.model, [sum(losses), sum(scores)])
         loss, score = totals[0] / cfg.meta_batch, totals[1] / cfg.meta_batch
-        if not math.isfinite(loss):
-            where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
-            raise GnnCmlError(f"the training loss became {loss} at episode {self.episode + 1}{where}: "
-                              f"lower --lr or --inner-lr")
+        # A finite loss can still have inf/NaN gradients; stepping on them would poison the weights
+        # (and the next checkpoint), so both are checked before the update.
+        finite_grads = all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters())
+        if not math.isfinite(loss) or not finite_grads:
+            what = f"training loss became {loss}" if not math.isfinite(loss) else "meta-gradient became NaN/inf"
+            if self.checkpoint_path and self.checkpoint_path.exists():
+                where = (f"; the last good checkpoint ({self.checkpoint_path}) is kept, "
+                         f"at episode {self._checkpoint_episode}")
+            else:
+                where = "; no checkpoint was written yet"
+            raise GnnCmlError(f"the {what} at episode {self.episode + 1}{where}: lower --lr or --inner-lr "
+                              f"and rerun with --overwrite")
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -196,6 +219,7 @@ class Trainer:
                         self._writer.add_scalar(f"{self.log_name}/{key}", value, self.episode)
             if len(self.history) % cfg.checkpoint_every == 0 or self.stopped_early:
                 save_checkpoint(self.checkpoint_path, self.state())
+                self._checkpoint_episode = self.episode
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state(self) -> Dict:
@@ -213,6 +237,7 @@ class Trainer:
                     "train_seconds"):
             setattr(self, key, state[key])
         self.sampler.set_state(state["sampler"])
+        self._checkpoint_episode = self.episode
         if self.run_dir is not None:  # drop metric lines written after the checkpoint
             path = self.run_dir / "metrics.jsonl"
             if path.exists():

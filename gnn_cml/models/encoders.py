@@ -5,6 +5,10 @@ builds the parameter-free inputs for those nodes once per episode, and
 ``forward(inputs, cond=None, training=True)`` that maps them to node features.
 ``forward`` only reads parameters, so learners call it through
 ``torch.func.functional_call`` with adapted parameter dicts.
+
+Encoders whose first operation is ``inputs["x"] @ W^T`` name ``W`` in
+``input_weight``; ``forward`` then takes that product from ``inputs["xw"]`` when
+given (MAML's inner loop tracks it without re-multiplying the wide input rows).
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ def _nodes(nodes) -> np.ndarray:
 
 class GraphEncoder(nn.Module):
     """Base class: holds the bound graph (not a parameter) and layer settings."""
+
+    input_weight: Optional[str] = None
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
                  activation: str = "relu"):
@@ -53,6 +59,11 @@ class GraphEncoder(nn.Module):
     def _drop(self, h: torch.Tensor, training: bool) -> torch.Tensor:
         return F.dropout(h, self.dropout, training=training and self.training)
 
+    @staticmethod
+    def _input_product(inputs, weight: torch.Tensor) -> torch.Tensor:
+        """``X W^T`` of the input rows, or the inner loop's tracked ``inputs["xw"]``."""
+        return inputs["xw"] if "xw" in inputs else inputs["x"].matmul(weight.t())
+
 
 class GCN(GraphEncoder):
     """Kipf & Welling GCN, ``H' = act(Â H W + b)``, computed exactly on episode rows.
@@ -60,6 +71,8 @@ class GCN(GraphEncoder):
     Layer 1 reads the precomputed ``(Â X)`` rows of ``N^{L-1}(nodes)``; layer ``l``
     multiplies by the ``Â`` block from its input rows to its output rows.
     """
+
+    input_weight = "layers.0.weight"
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
                  activation: str = "relu"):
@@ -77,13 +90,13 @@ class GCN(GraphEncoder):
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         first = self.layers[0]
-        weight = first.weight.t()
         if cond is not None:  # feature-wise modulation of the input, see AMM-GNN
-            weight = weight * cond["scale"].reshape(-1, 1)
-        h = inputs["x"].matmul(weight) + first.bias
+            h = inputs["x"].matmul(first.weight.t() * cond["scale"].reshape(-1, 1)) + first.bias
+        else:
+            h = self._input_product(inputs, first.weight) + first.bias
         if cond is not None and "shift" in cond:
             h = h + cond["shift"] @ first.weight.t()
-        for layer, adj in zip(self.layers[1:], inputs["adj"]):
+        for layer, adj in zip(list(self.layers)[1:], inputs["adj"]):  # a ModuleList slice builds a module
             h = self._drop(self.act(h), training)
             h = adj.matmul(h @ layer.weight.t()) + layer.bias
         return self.act(h)
@@ -91,6 +104,8 @@ class GCN(GraphEncoder):
 
 class SGC(GraphEncoder):
     """Simplified GCN (Wu et al. 2019) as in Meta-GNN: ``(Â^K X) W`` with K = ``layers``."""
+
+    input_weight = "linear.weight"
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.0,
                  activation: str = "none"):
@@ -101,7 +116,7 @@ class SGC(GraphEncoder):
         return {"x": self.graph.rows(self.graph.propagated(self.num_layers), _nodes(nodes))}
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
-        h = inputs["x"].matmul(self.linear.weight.t()) + self.linear.bias
+        h = self._input_product(inputs, self.linear.weight) + self.linear.bias
         return self._drop(self.act(h), training)
 
 
@@ -162,6 +177,8 @@ class SubgraphGCN(GraphEncoder):
     (``pool='mean'``) or the centre node's row (``pool='center'``, the G-Meta paper).
     """
 
+    input_weight = "layers.0.weight"
+
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
                  activation: str = "relu", hops: int = 2, pool: str = "mean"):
         super().__init__(in_dim, hidden, layers, dropout, activation)
@@ -190,8 +207,8 @@ class SubgraphGCN(GraphEncoder):
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         first = self.layers[0]
-        h = inputs["x"].matmul(first.weight.t()) + first.bias
-        for layer in self.layers[1:]:
+        h = self._input_product(inputs, first.weight) + first.bias
+        for layer in list(self.layers)[1:]:
             h = self._drop(self.act(h), training)
             h = inputs["adj"].matmul(h @ layer.weight.t()) + layer.bias
         return inputs["pool"].matmul(self.act(h))

@@ -80,6 +80,20 @@ class RowBlock:
         out = w.new_zeros(self.shape[0], w.shape[-1])
         return out.index_add(0, self.row, self.val.to(w.dtype).unsqueeze(-1) * w[self.col])
 
+    def tmatmul(self, g: torch.Tensor) -> torch.Tensor:
+        """``M^T g`` (differentiable in ``g``)."""
+        if self.dense is not None:
+            return self.dense.to(g.dtype).t() @ g
+        out = g.new_zeros(self.shape[1], g.shape[-1])
+        return out.index_add(0, self.col, self.val.to(g.dtype).unsqueeze(-1) * g[self.row])
+
+    def gram(self) -> torch.Tensor:
+        """``M M^T`` as a dense tensor (parameter-free; sparse blocks multiply sparsely)."""
+        if self.dense is not None:
+            return self.dense @ self.dense.t()
+        m = sp.csr_matrix((self.val.cpu().numpy(), (self.row.cpu().numpy(), self.col.cpu().numpy())), self.shape)
+        return torch.from_numpy(m.dot(m.T).toarray()).to(self.val.device)
+
     def to(self, device) -> "RowBlock":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return RowBlock(move(self.dense), move(self.row), move(self.col), move(self.val), self.shape)
