@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if "OMP_NUM_THREADS" not in os.environ:
+        # Episode-sized work is fastest on one thread; more threads slow it down on busy machines
+        # (benchmarks/RESULTS.md). OMP_NUM_THREADS chooses otherwise.
+        import torch
+
+        torch.set_num_threads(1)
     try:
         return int(args._run(args) or 0)
     except GnnCmlError as exc:
