@@ -127,7 +127,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=False)
         losses, scores = [], []
         for index in dist.my_share(range(cfg.meta_batch)):
-            torch.manual_seed(task_seed(cfg.seed, self.episode, index))
+            torch.default_generator.manual_seed(task_seed(cfg.seed, self.episode, index))
             result = self.model(episodes[index], train=True)
             (result.loss / cfg.meta_batch).backward()
             losses.append(float(result.loss.detach()))
@@ -253,7 +253,7 @@ def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callabl
     scores = []
     with torch.random.fork_rng(devices=[]):
         for i, task in enumerate(tasks):
-            torch.manual_seed(task_seed(seed, -1, i))
+            torch.default_generator.manual_seed(task_seed(seed, -1, i))
             scores.append(metric(model(task, train=False)))
     model.train(was_training)
     return scores
