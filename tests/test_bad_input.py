@@ -7,7 +7,6 @@ written: no output directory, no ``results.json``, an existing run left byte-for
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -29,13 +28,6 @@ FAST = ["--episodes", "2", "--val-every", "1", "--val-tasks", "2", "--test-tasks
         "--inner-steps", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: no OpenMP oversubscription when the 2 cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- helpers -----------------------------------------------------------------------------------

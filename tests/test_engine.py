@@ -7,7 +7,7 @@ import torch
 from torch_geometric.data import Data
 
 from gnn_cml.config import resolve
-from gnn_cml.meta import CML, MAML
+from gnn_cml.meta import MAML
 from gnn_cml.meta.factory import build_learner, with_cml
 from gnn_cml.models import GCN, MLPHead, PreparedGraph, SubgraphGCN
 from gnn_cml.sampling import Episode, EpisodeSampler

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gnn_cml.benchmarks.image import (OmniglotSampler, build_learner, conv4_encoder, load_omniglot,
-                                      load_oneshot_runs, rotated_classes, run_omniglot, widen_head)
+                                      load_oneshot_runs, rotated_classes, widen_head)
 from gnn_cml.cli import main
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta import CML

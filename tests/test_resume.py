@@ -34,14 +34,6 @@ ARGS = ["--graph", "cora", "--ways", "2", "--shots", "1", "--episodes", "30", "-
 TIMING_KEYS = {"train_seconds", "test_seconds", "episodes_per_s", "wall_time_s", "seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread here and in the subprocesses: the same arithmetic everywhere, and no
-    OpenMP oversubscription on a busy 2-core machine (tens of times slower with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def env():

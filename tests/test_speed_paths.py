@@ -21,13 +21,6 @@ TOL = 1e-5
 NODES = torch.tensor([0, 5, 633, 1701, 2707, 1358])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Episode-sized operations: several threads only add waiting on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

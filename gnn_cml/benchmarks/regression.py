@@ -11,7 +11,6 @@ MSE after one inner step on fixed tasks, the same tasks for both methods.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
