@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 
+# CI passes GNN_CML_DATA=../shared/data; tests chdir into tmp folders and start subprocesses,
+# so pin it to an absolute path once.
+if os.environ.get("GNN_CML_DATA"):
+    os.environ["GNN_CML_DATA"] = str(Path(os.environ["GNN_CML_DATA"]).resolve())
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only real data (``../shared/data``, or ``$GNN_CML_DATA``); skips when absent."""
