@@ -258,7 +258,7 @@ def test_pyg_read_only_root_and_stale_cache(tmp_path, monkeypatch):
         data = load_graph("coauthor_cs", root=root)
         assert data.num_nodes == n
         assert snapshot(root) == before
-    assert (cache / "coauthor" / "CS" / "processed" / "data.pt").is_file()
+    assert (cache / "coauthor" / "CS" / "processed" / "gnn_cml_graph.npz").is_file()
 
 
 def test_pyg_truncated_npz(tmp_path):

@@ -164,36 +164,68 @@ def test_user_graph_extra_pickled_arrays_are_never_read(tmp_path, marker):
     assert data.num_nodes == 60
 
 
-# --- data the PyG loaders unpickle: open holes in the data layer (see the report) ---------------
-@pytest.mark.xfail(reason="torch_geometric.io.read_planetoid_data uses pickle.load on the raw ind.* files: "
-                          "a malicious raw file runs code (gnn_cml/data/planetoid.py needs a restricted "
-                          "unpickler or checksums)", strict=False)
+# --- data the PyG loaders would unpickle: Planetoid raw files and processed caches -------------
 def test_malicious_planetoid_raw_file_is_refused(tmp_path, shared_data, monkeypatch, capsys):
     marker = tmp_path / "PWNED_RAW"
     raw = tmp_path / "root" / "planetoid" / "Cora" / "raw"
     shutil.copytree(shared_data / "planetoid" / "Cora" / "raw", raw)
     (raw / "ind.cora.x").write_bytes(pickle.dumps(Payload(marker), protocol=2))
     monkeypatch.setenv("GNN_CML_CACHE", str(tmp_path / "cache"))
-    try:
-        main(["train", "--graph", "cora", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "run"), *FAST])
-    except Exception:  # today: TypeError from PyG after the payload ran
-        pass
+    code = main(["train", "--graph", "cora", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "run"),
+                 *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "ind.cora.x" in err and len(err.strip().splitlines()) == 1, err
     assert not marker.exists()
 
 
-@pytest.mark.xfail(reason="torch_geometric.io.fs.torch_load retries a refused processed/data.pt with "
-                          "weights_only=False: a malicious processed cache runs code", strict=False)
-def test_malicious_processed_cache_is_refused(tmp_path, shared_data, monkeypatch):
+def test_malicious_planetoid_pickle_is_refused_by_the_unpickler(tmp_path, marker):
+    """Past the checksums (a file not in the known set) the restricted unpickler still refuses."""
+    from gnn_cml.data import planetoid
+
+    path = tmp_path / "ind.cora.x"
+    path.write_bytes(pickle.dumps(Payload(marker), protocol=2))
+    with pytest.raises(GnnCmlError, match="exec") as err:
+        planetoid.unpickle_raw(path)
+    assert str(path) in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("graph", ["cora", "coauthor_cs"])
+@pytest.mark.parametrize("kind", ["torch", "npz"])
+def test_malicious_processed_cache_is_refused(tmp_path, shared_data, monkeypatch, graph, kind):
+    """Processed caches are plain ``.npz`` read with allow_pickle=False: a planted pickle never runs."""
     from gnn_cml.data import load_graph
 
     marker = tmp_path / "PWNED_CACHE"
     cache = tmp_path / "cache"
     monkeypatch.setenv("GNN_CML_CACHE", str(cache))
-    load_graph("cora", shared_data)
-    processed = next(cache.rglob("processed/data.pt"))
-    torch.save({"data": Payload(marker)}, processed)
-    try:
-        load_graph("cora", shared_data)
-    except Exception:
-        pass
+    root = shared_data
+    if graph == "coauthor_cs":
+        root = tmp_path / "root"
+        _write_tiny_gnn_benchmark(root / "coauthor" / "CS" / "raw" / "ms_academic_cs.npz")
+    first = load_graph(graph, root)
+    processed = next(cache.rglob("processed/*.npz"))
+    if kind == "torch":
+        torch.save({"data": Payload(marker)}, processed)
+    else:
+        with np.load(processed, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays["x_data"] = np.array([Payload(marker)] * len(arrays["x_data"]), dtype=object)
+        np.savez(processed, **arrays)
+    again = load_graph(graph, root)  # the damaged cache is rebuilt from the raw files
     assert not marker.exists()
+    assert torch.equal(first.edge_index, again.edge_index) and torch.equal(first.y, again.y)
+    assert not list(cache.rglob("*.pt"))
+
+
+def _write_tiny_gnn_benchmark(path):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n, f = 12, 5
+    adj = sp.csr_matrix(rng.random((n, n)) < 0.3, dtype=np.float32)
+    attr = sp.csr_matrix(rng.random((n, f)) < 0.5, dtype=np.float32)
+    path.parent.mkdir(parents=True)
+    np.savez(path, adj_data=adj.data, adj_indices=adj.indices, adj_indptr=adj.indptr, adj_shape=adj.shape,
+             attr_data=attr.data, attr_indices=attr.indices, attr_indptr=attr.indptr, attr_shape=attr.shape,
+             labels=rng.integers(0, 3, n))

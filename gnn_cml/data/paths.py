@@ -5,7 +5,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,24 +47,6 @@ def cache_root(root: Path) -> Path:
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "gnn-cml" / digest
-
-
-def mirror_raw(src_raw: Path, dst_raw: Path, names: Iterable[str]) -> None:
-    """Link the raw files that exist in a read-only ``src_raw`` into ``dst_raw``.
-
-    PyG datasets keep ``raw/`` and ``processed/`` side by side; linking lets them
-    process files from a read-only root into a writable cache without copying.
-    """
-    dst_raw.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        src, dst = src_raw / name, dst_raw / name
-        if src.exists() and not dst.exists():
-            try:
-                dst.symlink_to(src.resolve())
-            except OSError:  # filesystems without symlinks
-                import shutil
-
-                shutil.copyfile(src, dst)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

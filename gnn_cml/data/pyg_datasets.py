@@ -1,34 +1,36 @@
-"""CoraFull, Amazon Computers and Coauthor CS via PyG's dataset classes.
+"""CoraFull, Amazon Computers and Coauthor CS from the ``.npz`` archives PyG downloads.
 
-Raw files are the ``.npz`` archives PyG downloads (graph2gauss for CoraFull,
-shchur/gnn-benchmark for the others). Wide bag-of-words features stay sparse:
-``x`` is a torch sparse CSR tensor when the dense matrix would pass
-:data:`DENSE_LIMIT_BYTES`.
+Raw files are the ``.npz`` archives of graph2gauss (CoraFull) and shchur/gnn-benchmark
+(the others), at the URLs of PyG's ``CitationFull``/``Amazon``/``Coauthor`` classes.
+They are parsed here like PyG's ``read_npz`` (never through PyG's dataset classes,
+whose ``processed/data.pt`` may be unpickled) and cached as a pickle-free ``.npz``.
+Wide bag-of-words features stay sparse: ``x`` is a torch sparse CSR tensor when the
+dense matrix would pass :data:`DENSE_LIMIT_BYTES`.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import urllib.error
 from pathlib import Path
-from typing import NamedTuple
+from typing import Dict, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch_geometric.data import Data
+from torch_geometric.data import Data, download_url
 from torch_geometric.datasets import Amazon, CitationFull, Coauthor
 from torch_geometric.utils import remove_self_loops, to_undirected
 
-from gnn_cml.data.paths import is_writable, mirror_raw
+from gnn_cml.data.paths import is_writable
 from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor
 from gnn_cml.errors import GnnCmlError
 
 DENSE_LIMIT_BYTES = 100 * 2 ** 20
+_CACHE_VERSION = 1
+_CACHE_NAME = "gnn_cml_graph.npz"
 
 
 class _Spec(NamedTuple):
-    cls: type  # the PyG dataset class
+    cls: type  # the PyG dataset class (only its download URL is used)
     pyg_name: str  # its ``name`` argument
     folder: str  # <root>/<folder>/<dir>/raw/<raw> is our layout
     dir: str  # the dataset folder PyG uses under its root
@@ -43,15 +45,15 @@ _SPECS = {
 }
 
 
-def read_npz(path: str) -> Data:
-    """PyG's ``read_npz`` (binary features, no self-loops, undirected) without densifying ``x``."""
+def parse_npz(path) -> Dict[str, np.ndarray]:
+    """PyG's ``read_npz`` (binary features, no self-loops, undirected) as plain arrays, x as CSR parts."""
     try:
         with np.load(path, allow_pickle=False) as f:
             attr = sp.csr_matrix((f["attr_data"], f["attr_indices"], f["attr_indptr"]),
                                  shape=tuple(f["attr_shape"]))
             adj = sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]),
                                 shape=tuple(f["adj_shape"])).tocoo()
-            y = torch.from_numpy(f["labels"]).long()
+            y = np.asarray(f["labels"]).astype(np.int64)
     except READ_ERRORS as exc:
         raise GnnCmlError(
             f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}): delete it and run "
@@ -59,21 +61,28 @@ def read_npz(path: str) -> Data:
     attr.sum_duplicates()
     attr.eliminate_zeros()
     attr.data[:] = 1
+    n = attr.shape[0]
+    edge_index = torch.from_numpy(np.stack([adj.row, adj.col]).astype(np.int64))
+    edge_index, _ = remove_self_loops(edge_index)
+    edge_index = to_undirected(edge_index, num_nodes=n)
+    return {"x_data": attr.data.astype(np.float32), "x_indices": attr.indices.astype(np.int64),
+            "x_indptr": attr.indptr.astype(np.int64), "x_shape": np.array(attr.shape, dtype=np.int64),
+            "edge_index": edge_index.numpy(), "y": y}
+
+
+def _to_data(arrays: Dict[str, np.ndarray]) -> Data:
+    attr = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
+                         shape=tuple(arrays["x_shape"]))
     n, f = attr.shape
     x = csr_tensor(attr) if n * f * 4 > DENSE_LIMIT_BYTES else torch.from_numpy(
         attr.toarray().astype(np.float32))
-    edge_index = torch.from_numpy(np.stack([adj.row, adj.col]).astype(np.int64))
-    edge_index, _ = remove_self_loops(edge_index)
-    return Data(x=x, edge_index=to_undirected(edge_index, num_nodes=n), y=y, num_nodes=n)
+    return Data(x=x, edge_index=torch.from_numpy(arrays["edge_index"]),
+                y=torch.from_numpy(arrays["y"]), num_nodes=n)
 
 
-def _sparse_process(self) -> None:
-    self.save([read_npz(self.raw_paths[0])], self.processed_paths[0])
-
-
-# PyG's classes with only ``process`` swapped for the sparse-aware reader.
-_CLASSES = {spec.cls: type(spec.cls.__name__, (spec.cls,), {"process": _sparse_process})
-            for spec in _SPECS.values()}
+def read_npz(path: str) -> Data:
+    """PyG's ``read_npz`` (binary features, no self-loops, undirected) without densifying ``x``."""
+    return _to_data(parse_npz(path))
 
 
 def _raw_dir(root: Path, name: str) -> Path:
@@ -94,44 +103,53 @@ def _url(spec: _Spec) -> str:
     return spec.cls.url.format(spec.dir) if "{}" in spec.cls.url else spec.cls.url + spec.raw
 
 
-def _mirror(raw: Path, cached_raw: Path, filename: str) -> bool:
-    """Link ``raw/filename`` into the cache; True when a link to another file was replaced."""
-    src, dst = raw / filename, cached_raw / filename
-    stale = dst.is_symlink() or dst.exists()
-    stale = stale and not (dst.exists() and os.path.samefile(src, dst))
-    if stale:  # the cache served another data root before: its processed graph is stale too
-        dst.unlink()
-    mirror_raw(raw, cached_raw, [filename])
-    return stale
+def _download(url: str, raw: Path, filename: str) -> Path:
+    raw.mkdir(parents=True, exist_ok=True)
+    part = raw / (filename + ".part")
+    try:
+        download_url(url, str(raw), filename=part.name, log=False)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return part.replace(raw / filename)
+
+
+def _fingerprint(path: Path) -> np.ndarray:
+    s = os.stat(path)
+    return np.array([_CACHE_VERSION, s.st_size, s.st_mtime_ns, s.st_ino], dtype=np.int64)
 
 
 def load(root: Path, cache: Path, name: str) -> Data:
     spec = _SPECS[name]
     raw = _raw_dir(root, name)
-    force = False
-    if available(root, name) and is_writable(raw.parent):
-        base = raw.parent.parent
-    elif available(root, name):
-        # Read-only root: process from a link in the writable cache.
-        base = cache / spec.folder
-        force = _mirror(raw, base / spec.dir / "raw", spec.raw)
-    else:
-        base = (root if is_writable(root) else cache) / spec.folder  # downloads land here
-    where = base / spec.dir
-    try:
-        dataset = _CLASSES[spec.cls](str(base), spec.pyg_name, force_reload=force)
-    except GnnCmlError:
-        raise
-    except (urllib.error.URLError, TimeoutError) as exc:
-        raise GnnCmlError(
-            f"{name} is not under {raw} and downloading it failed ({exc}): run again with internet "
-            f"access, or put {_url(spec)} into {raw}") from None
-    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-        raise GnnCmlError(
-            f"could not read {name} from {where} ({type(exc).__name__}: {exc}): delete "
-            f"{where / 'processed'} and run again") from None
-    data = dataset[0]
-    x = data.x
-    if x.layout == torch.strided and x.numel() * x.element_size() > DENSE_LIMIT_BYTES:
-        x = csr_tensor(sp.csr_matrix(x.numpy()))  # a cache processed by plain PyG
-    return Data(x=x, edge_index=data.edge_index, y=data.y, num_nodes=data.num_nodes)
+    if not available(root, name):  # downloads land in the root, or the cache for a read-only root
+        raw = (root if is_writable(root) else cache) / spec.folder / spec.dir / "raw"
+        if not (raw / spec.raw).exists():
+            try:
+                _download(_url(spec), raw, spec.raw)
+            except OSError as exc:
+                raise GnnCmlError(
+                    f"{name} is not under {_raw_dir(root, name)} and downloading it failed ({exc}): run "
+                    f"again with internet access, or put {_url(spec)} into {raw}") from None
+    path = raw / spec.raw
+    processed = cache / spec.folder / spec.dir / "processed" / _CACHE_NAME
+    fingerprint = _fingerprint(path)
+    arrays = None
+    if processed.exists():
+        try:
+            with np.load(processed, allow_pickle=False) as f:
+                if np.array_equal(f["fingerprint"], fingerprint):
+                    arrays = {k: f[k] for k in f.files if k != "fingerprint"}
+        except READ_ERRORS:
+            arrays = None  # a damaged cache is rebuilt from the raw file
+    if arrays is None:
+        arrays = parse_npz(path)
+        processed.parent.mkdir(parents=True, exist_ok=True)
+        tmp = processed.with_name(f"{processed.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, fingerprint=fingerprint, **arrays)
+            tmp.replace(processed)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # an unwritable cache only costs re-parsing next time
+    return _to_data(arrays)
