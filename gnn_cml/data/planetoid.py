@@ -22,7 +22,7 @@ from torch_geometric.data import Data, download_url
 from torch_geometric.utils import coalesce, remove_self_loops
 
 from gnn_cml.data.paths import is_writable, sha256_of
-from gnn_cml.data.user_graph import READ_ERRORS
+from gnn_cml.data.user_graph import READ_ERRORS, read_npz_cache, write_npz_cache
 from gnn_cml.errors import GnnCmlError
 
 _PYG_NAMES = {"cora": "Cora", "citeseer": "CiteSeer"}
@@ -220,29 +220,6 @@ def _fingerprint(paths: Iterable[Path]) -> np.ndarray:
                     dtype=np.int64)
 
 
-def _read_cache(processed: Path, fingerprint: np.ndarray):
-    if not processed.exists():
-        return None
-    try:
-        with np.load(processed, allow_pickle=False) as f:
-            if np.array_equal(f["fingerprint"], fingerprint):
-                return {k: f[k] for k in f.files if k != "fingerprint"}
-    except READ_ERRORS:
-        pass  # a damaged cache is rebuilt from the raw files
-    return None
-
-
-def _write_cache(processed: Path, fingerprint: np.ndarray, arrays: Dict[str, np.ndarray]) -> None:
-    processed.parent.mkdir(parents=True, exist_ok=True)
-    tmp = processed.with_name(f"{processed.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fingerprint=fingerprint, **arrays)
-        tmp.replace(processed)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # an unwritable cache only costs re-parsing next time
-
-
 def load(root: Path, cache: Path, name: str) -> Data:
     raw = _raw_dir(root, name)
     if not available(root, name):  # download what is missing; a read-only root's go to the cache
@@ -258,10 +235,10 @@ def load(root: Path, cache: Path, name: str) -> Data:
     verify(raw, name)
     processed = cache / "planetoid" / _PYG_NAMES[name] / "processed" / _CACHE_NAME
     fingerprint = _fingerprint(paths)
-    arrays = _read_cache(processed, fingerprint)
+    arrays = read_npz_cache(processed, fingerprint)
     if arrays is None:
         arrays = parse(raw, name)
-        _write_cache(processed, fingerprint, arrays)
+        write_npz_cache(processed, fingerprint, arrays)
     n = int(arrays["x_shape"][0])
     x = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
                       shape=tuple(arrays["x_shape"])).toarray()

@@ -21,7 +21,7 @@ from torch_geometric.datasets import Amazon, CitationFull, Coauthor
 from torch_geometric.utils import remove_self_loops, to_undirected
 
 from gnn_cml.data.paths import is_writable
-from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor
+from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor, read_npz_cache, write_npz_cache
 from gnn_cml.errors import GnnCmlError
 
 DENSE_LIMIT_BYTES = 100 * 2 ** 20
@@ -134,22 +134,8 @@ def load(root: Path, cache: Path, name: str) -> Data:
     path = raw / spec.raw
     processed = cache / spec.folder / spec.dir / "processed" / _CACHE_NAME
     fingerprint = _fingerprint(path)
-    arrays = None
-    if processed.exists():
-        try:
-            with np.load(processed, allow_pickle=False) as f:
-                if np.array_equal(f["fingerprint"], fingerprint):
-                    arrays = {k: f[k] for k in f.files if k != "fingerprint"}
-        except READ_ERRORS:
-            arrays = None  # a damaged cache is rebuilt from the raw file
+    arrays = read_npz_cache(processed, fingerprint)
     if arrays is None:
         arrays = parse_npz(path)
-        processed.parent.mkdir(parents=True, exist_ok=True)
-        tmp = processed.with_name(f"{processed.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, fingerprint=fingerprint, **arrays)
-            tmp.replace(processed)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # an unwritable cache only costs re-parsing next time
+        write_npz_cache(processed, fingerprint, arrays)
     return _to_data(arrays)

@@ -1,10 +1,13 @@
 """A user's own graph, saved as a plain ``.npz`` file (no pickles)."""
 from __future__ import annotations
 
+import os
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Dict, Optional
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -176,3 +179,28 @@ def _class_split(arrays, y: np.ndarray, fail) -> dict:
             raise fail(f"'{key}' names class {int(out[0])}, but 'y' has classes 0..{num_classes - 1}",
                        "list only class ids that occur in y")
     return given
+
+
+def read_npz_cache(processed: Path, fingerprint: np.ndarray) -> Optional[Dict[str, np.ndarray]]:
+    """The arrays of a pickle-free ``.npz`` cache, or None when missing, stale or damaged."""
+    if not processed.exists():
+        return None
+    try:
+        with np.load(processed, allow_pickle=False) as f:
+            if np.array_equal(f["fingerprint"], fingerprint):
+                return {k: f[k] for k in f.files if k != "fingerprint"}
+    except READ_ERRORS:
+        pass  # a damaged cache is rebuilt from the raw files
+    return None
+
+
+def write_npz_cache(processed: Path, fingerprint: np.ndarray, arrays: Dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` and their source ``fingerprint`` atomically (temp file + rename)."""
+    processed.parent.mkdir(parents=True, exist_ok=True)
+    tmp = processed.with_name(f"{processed.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, fingerprint=fingerprint, **arrays)
+        tmp.replace(processed)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # an unwritable cache only costs re-parsing next time
