@@ -35,6 +35,23 @@ def _cache_in_tmp(_session_cache, monkeypatch):
     monkeypatch.setenv("GNN_CML_CACHE", str(_session_cache))
 
 
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, shared_data, _session_cache) -> Path:
+    """One tiny finished gnn-cml run on real Cora (2 runs), trained once per session.
+
+    Tests that damage a run work on a copy of it.
+    """
+    from gnn_cml.cli import main
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GNN_CML_CACHE", str(_session_cache))
+        assert main(["train", "--graph", "cora", "--root", str(shared_data), "--out", str(out),
+                     "--episodes", "2", "--val-every", "1", "--val-tasks", "2", "--test-tasks", "2",
+                     "--runs", "2", "--inner-steps", "1", "--no-progress"]) == 0
+    return out
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Fail any attempt to resolve a host or open a connection."""

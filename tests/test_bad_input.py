@@ -313,16 +313,6 @@ def test_truncated_planetoid_index_file_is_detected(work, tmp_path, shared_data,
 
 
 # --- output directories ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, shared_data, _session_cache):
-    """One tiny finished Cora run (2 runs), trained once per module."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GNN_CML_CACHE", str(_session_cache))
-        assert main([str(a) for a in train(shared_data, out, "--runs", "2")]) == 0
-    return out
-
-
 @pytest.fixture
 def run_copy(finished_run, work):
     out = work / "old_run"

@@ -63,15 +63,6 @@ def one_line(capsys, argv, *expected):
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, shared_data, _session_cache):
-    out = tmp_path_factory.mktemp("safe") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GNN_CML_CACHE", str(_session_cache))
-        assert main(["train", "--graph", "cora", "--root", str(shared_data), "--out", str(out), *FAST]) == 0
-    return out
-
-
 @pytest.fixture
 def run_copy(finished_run, tmp_path):
     out = tmp_path / "run"

@@ -57,9 +57,7 @@ class TrainerConfig:
     patience: int = 10
     metric: str = "accuracy"
     seed: int = 0
-    checkpoint_every: int = 1  # validations between checkpoints
     progress: bool = True
-    grad_clip: Optional[float] = None
 
 
 class Trainer:
@@ -149,8 +147,6 @@ class Trainer:
                 where = "; no checkpoint was written yet"
             raise GnnCmlError(f"the {what} at episode {self.episode + 1}{where}: lower --lr or --inner-lr "
                               f"and rerun with --overwrite")
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.episode += 1
         return {"loss": loss, cfg.metric: score}
@@ -217,9 +213,8 @@ class Trainer:
                 for key, value in record.items():
                     if key != "episode" and value is not None:
                         self._writer.add_scalar(f"{self.log_name}/{key}", value, self.episode)
-            if len(self.history) % cfg.checkpoint_every == 0 or self.stopped_early:
-                save_checkpoint(self.checkpoint_path, self.state())
-                self._checkpoint_episode = self.episode
+            save_checkpoint(self.checkpoint_path, self.state())
+            self._checkpoint_episode = self.episode
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state(self) -> Dict:
