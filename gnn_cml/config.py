@@ -30,22 +30,25 @@ class RunConfig:
     test_queries: int = 10
     split: Optional[List[int]] = None
     split_seed: int = 1234
+    split_rule: str = "reference"
     labels_per_class: Optional[int] = None
-    episodes: int = 2000
+    episodes: int = 1000
     meta_batch: int = 1
     lr: float = 0.001
     weight_decay: float = 0.0
     inner_steps: int = 20
     inner_lr: float = 0.05
     test_inner_steps: Optional[int] = None
-    first_order: bool = False
+    first_order: bool = True
+    init: str = "reference"
     backbone: str = "gcn"
     hidden: int = 16
     layers: int = 2
     dropout: float = 0.5
+    out_activation: str = "none"
     norm: str = "row"
     pool: str = "mean"
-    modulation: str = "scalar"
+    modulation: str = "reference"
     query_eval: bool = False
     val_every: int = 10
     val_tasks: int = 20
@@ -59,13 +62,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# What the protocol behind the paper's Table 3 uses per method (PAPER.md).
+# What the reference code behind the paper's Table 3 uses per method (PAPER.md, "The reference
+# code, exactly"). Shared by every graph method: the reference class split, the reference
+# initialisation, no activation on the GCN output, a first-order inner loop (RunConfig defaults).
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "maml": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001},
     "metagnn": {"backbone": "sgc", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001, "dropout": 0.0},
     "gmeta": {"backbone": "subgraph_gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.005,
-              "weight_decay": 5e-4, "query_eval": True},
-    "ammgnn": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.1, "lr": 0.01, "weight_decay": 5e-4},
+              "weight_decay": 5e-4, "query_eval": True, "episodes": 1000},
+    "ammgnn": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.1, "lr": 0.01, "weight_decay": 5e-4,
+               "query_eval": True, "episodes": 500},
     "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
     "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
 }
@@ -220,6 +226,11 @@ def validate(cfg: RunConfig) -> None:
             f"co_hidden must list positive layer sizes, got {cfg.co_hidden}: e.g. {_hint('co_hidden', [16])} ([] for a linear co-learner)")
     require(0 <= cfg.dropout < 1, f"dropout must be in [0, 1), got {cfg.dropout}: e.g. {_hint('dropout', 0.5)}")
     require(cfg.norm in ("row", "sym"), f"norm must be row or sym, got {cfg.norm!r}: e.g. {_hint('norm', 'row')}")
+    for key, allowed in (("split_rule", ("reference", "shuffle")), ("init", ("reference", "torch")),
+                         ("out_activation", ("none", "relu", "elu")),
+                         ("modulation", ("reference", "scalar", "feature"))):
+        require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
+                                              f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
             f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
     if cfg.split is not None:

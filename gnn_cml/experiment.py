@@ -44,13 +44,26 @@ class GraphTask:
     @classmethod
     def build(cls, cfg: RunConfig) -> "GraphTask":
         data = _load_graph(cfg)
-        split = default_split(data, seed=cfg.split_seed, counts=cfg.split)
+        split = default_split(data, seed=cfg.split_seed, counts=cfg.split, rule=cfg.split_rule)
         task = cls(cfg, data, None, split)
         # Fail on impossible requests now, before anything is trained or written.
         for part, queries in (("train", cfg.queries), ("val", cfg.queries), ("test", cfg.test_queries)):
             task.sampler(part, queries, seed=0)
         task.graph = PreparedGraph(data, norm=cfg.norm)
         return task
+
+    def split_provenance(self) -> Dict:
+        """Which rule and seed produced the class split (written to ``split.json``)."""
+        cfg = self.cfg
+        if getattr(self.data, "train_classes", None) is not None and getattr(self.data, "test_classes", None) is not None:
+            return {"rule": "upstream", "seed": cfg.split_seed,
+                    "description": "the dataset's upstream train/test classes; validation classes drawn from "
+                                   "the training classes"}
+        descriptions = {"reference": "np.random.seed(seed); test = np.random.choice(classes, n_test); "
+                                     "val = np.random.choice(sorted rest, n_val); train = the rest (the reference "
+                                     "code behind the paper's Table 3)",
+                        "shuffle": "random.Random(seed).shuffle(classes) cut into train/val/test blocks"}
+        return {"rule": cfg.split_rule, "seed": cfg.split_seed, "description": descriptions[cfg.split_rule]}
 
     def sampler(self, part: str, queries: int, seed: int) -> EpisodeSampler:
         cfg = self.cfg
@@ -139,7 +152,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     if dist.is_main():
         prepare_output(out, cfg, resume, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json(out / "split.json", task.split.to_dict())
+        write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance()))
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
     dist.barrier()

@@ -156,7 +156,7 @@ BAD_YAML = [
     ("norm", "norm: max\n", ["norm must be row or sym"]),
     ("weight-decay-inf", "weight_decay: .inf\n", ["weight_decay must be a finite number >= 0"]),
     ("pool", "method: gmeta\npool: max\n", ["unknown subgraph pooling 'max'", "mean or center"]),
-    ("modulation", "method: ammgnn\nmodulation: film\n", ["unknown modulation 'film'"]),
+    ("modulation", "method: ammgnn\nmodulation: film\n", ["modulation must be one of reference, scalar, feature, got 'film'"]),
 ]
 
 

@@ -158,7 +158,7 @@ def full_graph_meta_gradient(model, graph, episode, steps, lr, gamma):
 
 
 def test_meta_gradient_equals_full_graph_reference(graph, cora):
-    model = cml_learner(graph, steps=5)
+    model = cml_learner(graph, steps=5, out_activation="relu")  # second order, ReLU output: the non-default options
     episode = episodes(cora, 1, seed=3)[0]
     ours = meta_grads(model, [episode])
     ref = full_graph_meta_gradient(model, graph, episode, 5, model.learner.inner_lr, model.gamma)

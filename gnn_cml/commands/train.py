@@ -30,13 +30,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, help="query nodes per class in training/validation (default 5)")
     p.add_argument("--test-queries", type=int, help="query nodes per class at meta-test (default 10)")
     p.add_argument("--split", type=_split, help="train,val,test class counts (default: the paper's)")
-    p.add_argument("--split-seed", type=int, help="seed of the class split (default 1234, the TLP reference's)")
+    p.add_argument("--split-seed", type=int, help="seed of the class split (default 1234, the reference code's)")
+    p.add_argument("--split-rule", choices=("reference", "shuffle"),
+                   help="class split rule: reference (np.random.choice, the paper's code; default) or shuffle "
+                        "(Python random.shuffle, as TLP's linear-probing scripts)")
     p.add_argument("--episodes", type=int, help="the most meta-training episodes")
     p.add_argument("--meta-batch", type=int, help="tasks per meta-update (default 1)")
     p.add_argument("--lr", type=float, help="outer (Adam) learning rate")
     p.add_argument("--inner-lr", type=float, help="inner-loop step size")
     p.add_argument("--inner-steps", type=int, help="inner-loop steps")
-    p.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
+    p.add_argument("--first-order", dest="first_order", action="store_const", const=True,
+                   help="first-order inner loop (default, as the reference code)")
+    p.add_argument("--second-order", dest="first_order", action="store_const", const=False,
+                   help="back-propagate through the inner updates (second-order MAML)")
+    p.add_argument("--init", choices=("reference", "torch"),
+                   help="reference: uniform +-1/sqrt(out_features) as the paper's code (default); torch: nn.Linear")
+    p.add_argument("--out-activation", choices=("none", "relu", "elu"),
+                   help="activation on the GCN output (default none, as the reference code)")
+    p.add_argument("--modulation", choices=("reference", "scalar", "feature"),
+                   help="AMM-GNN feature modulation (default reference: per feature column)")
     p.add_argument("--backbone", help="gcn, sgc, sage, gat or subgraph_gcn")
     p.add_argument("--norm", choices=("row", "sym"), help="adjacency normalisation (default row)")
     p.add_argument("--val-every", type=int)
@@ -55,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 OVERRIDES = ("graph", "method", "cml", "gamma", "dagger", "ways", "shots", "queries", "test_queries", "split", "split_seed",
-             "episodes", "meta_batch", "lr", "inner_lr", "inner_steps", "first_order", "backbone", "norm",
+             "split_rule", "episodes", "meta_batch", "lr", "inner_lr", "inner_steps", "first_order", "init",
+             "out_activation", "modulation", "backbone", "norm",
              "val_every", "val_tasks", "patience", "test_tasks", "runs", "seed", "data_root")
 
 

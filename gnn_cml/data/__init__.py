@@ -11,12 +11,14 @@ from gnn_cml.errors import require
 from gnn_cml.sampling.split import ClassSplit
 
 
-def default_split(data: Data, seed: int = 1234, counts: Optional[Sequence[int]] = None) -> ClassSplit:
+def default_split(data: Data, seed: int = 1234, counts: Optional[Sequence[int]] = None,
+                  rule: str = "reference") -> ClassSplit:
     """The paper-default class split of ``data`` (or one from explicit ``counts``).
 
     Graphs with an upstream split (GPN sets, or a user ``.npz`` that carries
     ``train_classes``/``test_classes``) keep it and draw validation classes from the
-    training classes; the others use the TLP protocol's seeded random split.
+    training classes; the others use a seeded random split by ``rule`` (default: the
+    reference code's ``np.random.choice`` rule, see :meth:`ClassSplit.from_counts`).
     """
     upstream = getattr(data, "train_classes", None) is not None and getattr(data, "test_classes", None) is not None
     if getattr(data, "val_classes", None) is not None and upstream and counts is None:
@@ -32,7 +34,7 @@ def default_split(data: Data, seed: int = 1234, counts: Optional[Sequence[int]] 
             c = int(data.num_classes)
             require(c >= 3, f"graph has {c} classes; few-shot splits need at least 3 (train, val, test)")
             counts = (c - 2 * (c // 3), c // 3, c // 3)
-    return ClassSplit.from_counts(int(data.num_classes), counts, seed)
+    return ClassSplit.from_counts(int(data.num_classes), counts, seed, rule)
 
 
 __all__ = ["GRAPHS", "GraphInfo", "cache_root", "data_root", "default_split", "graph_info",

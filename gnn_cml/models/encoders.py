@@ -36,14 +36,18 @@ class GraphEncoder(nn.Module):
     input_weight: Optional[str] = None
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
-                 activation: str = "relu"):
+                 activation: str = "relu", out_activation: Optional[str] = None):
         super().__init__()
         require(layers >= 1, f"an encoder needs at least one layer, got {layers}")
         require(hidden > 0, f"hidden size must be positive, got {hidden}")
         require(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
         require(activation in ACTIVATIONS, f"unknown activation '{activation}': use {', '.join(ACTIVATIONS)}")
         self.in_dim, self.hidden, self.num_layers, self.dropout = in_dim, hidden, layers, dropout
+        out_activation = activation if out_activation is None else out_activation
+        require(out_activation in ACTIVATIONS,
+                f"unknown output activation '{out_activation}': use {', '.join(ACTIVATIONS)}")
         self.act = ACTIVATIONS[activation]
+        self.out_act = ACTIVATIONS[out_activation]  # after the last layer ('none' in the reference code)
         self.graph: Optional[PreparedGraph] = None
 
     @property
@@ -75,8 +79,8 @@ class GCN(GraphEncoder):
     input_weight = "layers.0.weight"
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
-                 activation: str = "relu"):
-        super().__init__(in_dim, hidden, layers, dropout, activation)
+                 activation: str = "relu", out_activation: Optional[str] = None):
+        super().__init__(in_dim, hidden, layers, dropout, activation, out_activation)
         dims = [in_dim] + [hidden] * layers
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
@@ -99,7 +103,7 @@ class GCN(GraphEncoder):
         for layer, adj in zip(list(self.layers)[1:], inputs["adj"]):  # a ModuleList slice builds a module
             h = self._drop(self.act(h), training)
             h = adj.matmul(h @ layer.weight.t()) + layer.bias
-        return self.act(h)
+        return self.out_act(h)
 
 
 class SGC(GraphEncoder):
@@ -108,8 +112,8 @@ class SGC(GraphEncoder):
     input_weight = "linear.weight"
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.0,
-                 activation: str = "none"):
-        super().__init__(in_dim, hidden, layers, dropout, activation)
+                 activation: str = "none", out_activation: Optional[str] = None):
+        super().__init__(in_dim, hidden, layers, dropout, activation, out_activation)
         self.linear = nn.Linear(in_dim, hidden)
 
     def prepare(self, nodes) -> Dict[str, object]:
@@ -117,7 +121,7 @@ class SGC(GraphEncoder):
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         h = self._input_product(inputs, self.linear.weight) + self.linear.bias
-        return self._drop(self.act(h), training)
+        return self._drop(self.out_act(h), training)  # one layer: its activation is the output's
 
 
 class _PyGConvEncoder(GraphEncoder):
@@ -143,7 +147,8 @@ class _PyGConvEncoder(GraphEncoder):
         for i, conv in enumerate(self.convs):
             if i:
                 h = self._drop(h, training)
-            h = self.act(conv(h, inputs["edge_index"]))
+            h = conv(h, inputs["edge_index"])
+            h = self.act(h) if i < len(self.convs) - 1 else self.out_act(h)
         return h[inputs["out"]]
 
 
@@ -151,8 +156,8 @@ class SAGE(_PyGConvEncoder):
     """GraphSAGE (mean aggregator) via ``torch_geometric.nn.SAGEConv``."""
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
-                 activation: str = "relu"):
-        super().__init__(in_dim, hidden, layers, dropout, activation)
+                 activation: str = "relu", out_activation: Optional[str] = None):
+        super().__init__(in_dim, hidden, layers, dropout, activation, out_activation)
         from torch_geometric.nn import SAGEConv
 
         self._build(lambda a, b: SAGEConv(a, b))
@@ -162,8 +167,8 @@ class GAT(_PyGConvEncoder):
     """Graph attention (single head) via ``torch_geometric.nn.GATConv``."""
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
-                 activation: str = "elu"):
-        super().__init__(in_dim, hidden, layers, dropout, activation)
+                 activation: str = "elu", out_activation: Optional[str] = None):
+        super().__init__(in_dim, hidden, layers, dropout, activation, out_activation)
         from torch_geometric.nn import GATConv
 
         self._build(lambda a, b: GATConv(a, b, heads=1))
@@ -180,8 +185,8 @@ class SubgraphGCN(GraphEncoder):
     input_weight = "layers.0.weight"
 
     def __init__(self, in_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.5,
-                 activation: str = "relu", hops: int = 2, pool: str = "mean"):
-        super().__init__(in_dim, hidden, layers, dropout, activation)
+                 activation: str = "relu", hops: int = 2, pool: str = "mean", out_activation: Optional[str] = None):
+        super().__init__(in_dim, hidden, layers, dropout, activation, out_activation)
         require(pool in ("mean", "center"), f"unknown subgraph pooling '{pool}': use mean or center")
         self.hops, self.pool = hops, pool
         dims = [in_dim] + [hidden] * layers
@@ -211,7 +216,7 @@ class SubgraphGCN(GraphEncoder):
         for layer in list(self.layers)[1:]:
             h = self._drop(self.act(h), training)
             h = inputs["adj"].matmul(h @ layer.weight.t()) + layer.bias
-        return inputs["pool"].matmul(self.act(h))
+        return inputs["pool"].matmul(self.out_act(h))
 
 
 ENCODERS = {"gcn": GCN, "sgc": SGC, "sage": SAGE, "gat": GAT, "subgraph_gcn": SubgraphGCN}

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import random
 
 import numpy as np
 
 from gnn_cml.errors import GnnCmlError, require
+
+SPLIT_RULES = ("reference", "shuffle")
 
 
 def _as_classes(values: Iterable[int]) -> Tuple[int, ...]:
@@ -40,24 +42,36 @@ class ClassSplit:
                 seen[c] = part
 
     @classmethod
-    def from_counts(cls, classes, counts: Sequence[int], seed: int = 1234) -> "ClassSplit":
-        """Random split of ``classes`` (an int means ``range(classes)``) into counts.
+    def from_counts(cls, classes, counts: Sequence[int], seed: int = 1234, rule: str = "reference") -> "ClassSplit":
+        """Random split of ``classes`` (an int means ``range(classes)``) into train/val/test counts.
 
-        This is the TLP protocol (Tan et al. 2022) behind the paper's Table 3: Python's
-        ``random.shuffle`` of the class list with a fixed seed (1234 in the reference
-        code), cut into train/val/test blocks; the same seed gives the same classes.
+        ``rule='reference'`` (default) is the rule of the reference code behind the paper's
+        Table 3 (TLP-FSNC's G-Meta and AMM-GNN scripts): ``np.random.seed(seed)``, then the
+        test classes by ``np.random.choice(classes, n_test, replace=False)``, the validation
+        classes likewise from the sorted remaining classes, and the rest (sorted) for training.
+        Seed 1234 gives CiteSeer test classes [2, 1] and Cora [2, 1].
+        ``rule='shuffle'`` is Python's ``random.shuffle`` of the class list cut into blocks,
+        as some TLP linear-probing scripts do (other classes for the same seed).
         """
         pool = list(range(classes)) if isinstance(classes, (int, np.integer)) else [int(c) for c in classes]
         counts = tuple(int(c) for c in counts)
+        require(rule in SPLIT_RULES, f"unknown split rule '{rule}': use one of {', '.join(SPLIT_RULES)}")
         require(len(counts) == 3, f"a split needs three counts (train, val, test), got {counts}")
         require(all(c > 0 for c in counts),
                 f"split counts must be positive, got {counts}: e.g. --split 3,2,2")
         require(sum(counts) <= len(pool),
                 f"split {counts} needs {sum(counts)} classes but the graph has {len(pool)}: "
                 f"use smaller counts")
-        random.Random(seed).shuffle(pool)
         a, b, c = counts
-        return cls(pool[:a], pool[a:a + b], pool[a + b:a + b + c])
+        if rule == "shuffle":
+            random.Random(seed).shuffle(pool)
+            return cls(pool[:a], pool[a:a + b], pool[a + b:a + b + c])
+        rng = np.random.RandomState(seed)  # the legacy global-RNG stream of np.random.seed(seed)
+        test = rng.choice(pool, c, replace=False).tolist()
+        rest = sorted(set(pool) - set(test))
+        val = rng.choice(rest, b, replace=False).tolist()
+        train = sorted(set(rest) - set(val))
+        return cls(train[:a], val, test)
 
     @classmethod
     def from_upstream(cls, train_classes, test_classes, num_val: int, seed: int = 0) -> "ClassSplit":
@@ -81,3 +95,25 @@ class ClassSplit:
     @classmethod
     def from_dict(cls, d: Dict[str, Iterable[int]]) -> "ClassSplit":
         return cls(d["train"], d["val"], d["test"])
+
+
+def distinct_split_seeds(classes, counts: Sequence[int], n: int, first: int = 1234, rule: str = "reference",
+                         max_tries: int = 10_000) -> List[int]:
+    """``n`` class-split seeds whose splits have pairwise different test-class sets.
+
+    Starts at ``first`` (the paper's split) and walks up ``first + 1, first + 2, ...``,
+    skipping any seed whose test classes (as a set) repeat an earlier seed's. Fails with a
+    one-line error when the graph has fewer distinct test sets than ``n``.
+    """
+    require(n > 0, f"the number of class splits must be positive, got {n}")
+    seeds: List[int] = []
+    seen = set()
+    for seed in range(first, first + max_tries):
+        test = frozenset(ClassSplit.from_counts(classes, counts, seed, rule).test)
+        if test not in seen:
+            seen.add(test)
+            seeds.append(seed)
+            if len(seeds) == n:
+                return seeds
+    raise GnnCmlError(f"only {len(seeds)} distinct test-class sets found in {max_tries} seeds from {first}: "
+                      f"ask for at most {len(seeds)} split seeds")
