@@ -24,9 +24,7 @@ from gnn_cml.sampling.episodes import Episode
 def _flatten(inputs, leaves: List[torch.Tensor]):
     """Replace every row block by its leaf index (its dense matrix goes to ``leaves``)."""
     if isinstance(inputs, RowBlock):
-        leaves.append(inputs.dense if inputs.dense is not None else
-                      inputs.val.new_zeros(inputs.shape).index_put_((inputs.row, inputs.col), inputs.val,
-                                                                    accumulate=True))
+        leaves.append(inputs.to_dense())
         return len(leaves) - 1
     if isinstance(inputs, dict):
         return {k: _flatten(v, leaves) for k, v in inputs.items()}

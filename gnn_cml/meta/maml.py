@@ -8,6 +8,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from gnn_cml.errors import require
+from gnn_cml.meta import closed_form
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.models.graph import RowBlock
 from gnn_cml.sampling.episodes import Episode
@@ -62,7 +63,8 @@ class MAML(MetaLearner):
 
     def __init__(self, encoder: nn.Module, head: nn.Module, inner_steps: int = 20,
                  inner_lr: float = 0.05, first_order: bool = False, test_inner_steps: Optional[int] = None,
-                 adapt: Iterable[str] = ("encoder", "head"), query_eval: bool = False, task_loss=None):
+                 adapt: Iterable[str] = ("encoder", "head"), query_eval: bool = False, task_loss=None,
+                 fast_inner: bool = True):
         super().__init__(task_loss)
         require(inner_steps >= 0, f"inner steps must be >= 0, got {inner_steps}")
         require(inner_lr > 0, f"inner learning rate must be positive, got {inner_lr}")
@@ -71,6 +73,7 @@ class MAML(MetaLearner):
         self.test_inner_steps = int(inner_steps if test_inner_steps is None else test_inner_steps)
         self.adapt_prefixes = tuple(f"net.{p}." for p in adapt)
         self.query_eval = query_eval
+        self.fast_inner = fast_inner  # closed-form first-order inner loop where it applies (closed_form.py)
 
     @property
     def encoder(self) -> nn.Module:
@@ -125,6 +128,9 @@ class MAML(MetaLearner):
         """
         adapted, fixed = self.split_params(params)
         steps = self.inner_steps if steps is None else steps
+        if not create_graph and closed_form.supported(self, adapted, inputs, cond, functional):
+            dropout = self.encoder.dropout if (self.training and self.encoder.training) else 0.0
+            return {**fixed, **closed_form.adapt(self, adapted, inputs, targets, cond, steps, self.inner_lr, dropout)}
         tracked = self._tracked_input(adapted, inputs, cond, steps)
         if tracked is not None:
             x = inputs["x"]

@@ -89,7 +89,7 @@ class GCN(GraphEncoder):
         rows: List[np.ndarray] = [_nodes(nodes)]
         for _ in range(self.num_layers - 1):
             rows.insert(0, g.neighbourhood(rows[0]))
-        return {"x": g.rows(g.propagated(1), rows[0]),
+        return {"x": g.feature_rows(1, rows[0]),
                 "adj": [g.adjacency_block(rows[i + 1], rows[i]) for i in range(self.num_layers - 1)]}
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
@@ -117,7 +117,7 @@ class SGC(GraphEncoder):
         self.linear = nn.Linear(in_dim, hidden)
 
     def prepare(self, nodes) -> Dict[str, object]:
-        return {"x": self.graph.rows(self.graph.propagated(self.num_layers), _nodes(nodes))}
+        return {"x": self.graph.feature_rows(self.num_layers, _nodes(nodes))}
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         h = self._input_product(inputs, self.linear.weight) + self.linear.bias
@@ -194,21 +194,22 @@ class SubgraphGCN(GraphEncoder):
 
     def prepare(self, nodes) -> Dict[str, object]:
         g, nodes = self.graph, _nodes(nodes)
-        subsets = [g.neighbourhood(np.array([v]), self.hops) for v in nodes]
-        blocks = sp.block_diag([g.adj[s][:, s] for s in subsets], format="csr")
-        stacked = np.concatenate(subsets)
+        parts = [g.subgraph(v, self.hops) for v in nodes]  # cached per node
+        subsets = [s for s, _, _ in parts]
         sizes = np.array([len(s) for s in subsets])
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        total = int(bounds[-1])
+        blocks = _block_diagonal([a for _, a, _ in parts], bounds)
+        rows = [x for _, _, x in parts]
+        x = _stack_csr(rows) if sp.issparse(rows[0]) else np.concatenate(rows)
+        pool = np.zeros((len(nodes), total), np.float32)
         if self.pool == "mean":
-            pool = sp.csr_matrix((np.repeat(1.0 / sizes, sizes).astype(np.float32),
-                                  np.arange(len(stacked)), np.concatenate([[0], np.cumsum(sizes)])),
-                                 shape=(len(nodes), len(stacked)))
+            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                pool[i, a:b] = 1.0 / (b - a)
         else:
-            centre = offsets + np.array([np.searchsorted(s, v) for s, v in zip(subsets, nodes)])
-            pool = sp.csr_matrix((np.ones(len(nodes), np.float32), (np.arange(len(nodes)), centre)),
-                                 shape=(len(nodes), len(stacked)))
-        return {"x": RowBlock.from_matrix(blocks.dot(g.x[stacked])),
-                "adj": RowBlock.from_matrix(blocks), "pool": RowBlock.from_matrix(pool)}
+            pool[np.arange(len(nodes)), bounds[:-1] + np.array([np.searchsorted(s, v) for s, v in
+                                                               zip(subsets, nodes)])] = 1.0
+        return {"x": RowBlock.sparse_rows(x), "adj": RowBlock.from_matrix(blocks), "pool": RowBlock.from_matrix(pool)}
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         first = self.layers[0]
@@ -217,6 +218,23 @@ class SubgraphGCN(GraphEncoder):
             h = self._drop(self.act(h), training)
             h = inputs["adj"].matmul(h @ layer.weight.t()) + layer.bias
         return inputs["pool"].matmul(self.out_act(h))
+
+
+def _stack_csr(parts) -> sp.csr_matrix:
+    """Row-stack CSR matrices of equal width by concatenating their arrays (no format checks)."""
+    offsets = np.cumsum([0] + [m.nnz for m in parts])
+    indptr = np.concatenate([[0]] + [m.indptr[1:] + off for m, off in zip(parts, offsets[:-1])])
+    return sp.csr_matrix((np.concatenate([m.data for m in parts]), np.concatenate([m.indices for m in parts]),
+                          indptr), shape=(int(indptr.shape[0] - 1), parts[0].shape[1]))
+
+
+def _block_diagonal(parts, bounds) -> sp.csr_matrix:
+    """Block-diagonal CSR of square CSR blocks whose row offsets are ``bounds``."""
+    offsets = np.cumsum([0] + [m.nnz for m in parts])
+    indptr = np.concatenate([[0]] + [m.indptr[1:] + off for m, off in zip(parts, offsets[:-1])])
+    indices = np.concatenate([m.indices + b for m, b in zip(parts, bounds[:-1])])
+    total = int(bounds[-1])
+    return sp.csr_matrix((np.concatenate([m.data for m in parts]), indices, indptr), shape=(total, total))
 
 
 ENCODERS = {"gcn": GCN, "sgc": SGC, "sage": SAGE, "gat": GAT, "subgraph_gcn": SubgraphGCN}

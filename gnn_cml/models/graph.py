@@ -9,6 +9,7 @@ per graph; encoders slice the rows an episode needs into small dense
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -21,6 +22,9 @@ from gnn_cml.errors import require
 
 # Row blocks larger than this many dense entries are kept sparse (gather/scatter spmm).
 DENSE_BLOCK_LIMIT = 1 << 24
+# Feature rows sparser than this (bag-of-words) are kept as CSR: a product with a weight costs
+# their non-zeros instead of rows x features.
+SPARSE_FEATURE_DENSITY = 0.1
 
 
 def to_scipy_features(x: torch.Tensor):
@@ -53,6 +57,34 @@ def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int, norm: str = "
     return d.dot(a).dot(d).astype(np.float32).tocsr()
 
 
+class _SparseRowsMatmul(torch.autograd.Function):
+    """``M @ w`` (or ``M^T @ w``) for the constant CSR rows ``M`` of a :class:`RowBlock`; the
+    backward is the same product with the other orientation, so it is differentiable to any
+    order (second-order MAML)."""
+
+    @staticmethod
+    def forward(w, block, transpose):
+        return block._sparse_product(w, transpose)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.block, ctx.transpose = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad.requires_grad and torch.is_grad_enabled():
+            return _SparseRowsMatmul.apply(grad, ctx.block, not ctx.transpose), None, None
+        return ctx.block._sparse_product(grad, not ctx.transpose), None, None
+
+
+def _torch_csr(m: sp.csr_matrix) -> torch.Tensor:
+    with warnings.catch_warnings():  # "CSR support is in beta" / "invariant checks disabled" notices
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data.astype(np.float32)), m.shape)
+
+
 @dataclass
 class RowBlock:
     """Rows of a parameter-free matrix, dense or as COO parts; ``@ W`` is differentiable
@@ -63,6 +95,33 @@ class RowBlock:
     col: Optional[torch.Tensor] = None
     val: Optional[torch.Tensor] = None
     shape: tuple = ()
+    host: Optional[sp.csr_matrix] = None  # CSR mode: the rows as scipy CSR (products run in scipy on CPU)
+    device: Optional[torch.device] = None  # CSR mode on another device: torch CSR copies, made when needed
+
+    @classmethod
+    def sparse_rows(cls, m, max_density: float = SPARSE_FEATURE_DENSITY) -> "RowBlock":
+        """Feature rows: CSR mode when ``m`` is a sparse matrix sparser than ``max_density``,
+        else as :meth:`from_matrix`."""
+        if not sp.issparse(m) or m.shape[0] * m.shape[1] == 0 or m.nnz > max_density * m.shape[0] * m.shape[1]:
+            return cls.from_matrix(m)
+        return cls(shape=m.shape, host=sp.csr_matrix(m, dtype=np.float32))
+
+    def _sparse_product(self, w: torch.Tensor, transpose: bool) -> torch.Tensor:
+        if w.device.type == "cpu":
+            m = self.host.T if transpose else self.host  # scipy's CSR.T is CSC: no conversion
+            return torch.from_numpy(np.ascontiguousarray(m @ w.detach().numpy())).to(w.dtype)
+        cache = self.__dict__.setdefault("_device_csr", {})
+        key = (transpose, w.device, w.dtype)
+        if key not in cache:
+            cache[key] = _torch_csr(self.host.T.tocsr() if transpose else self.host).to(w.device, w.dtype)
+        return torch.sparse.mm(cache[key], w)
+
+    def to_dense(self) -> torch.Tensor:
+        if self.dense is not None:
+            return self.dense
+        if self.host is not None:
+            return torch.from_numpy(self.host.toarray()).to(self.device or "cpu")
+        return self.val.new_zeros(self.shape).index_put_((self.row, self.col), self.val, accumulate=True)
 
     @classmethod
     def from_matrix(cls, m, limit: int = DENSE_BLOCK_LIMIT) -> "RowBlock":
@@ -77,6 +136,10 @@ class RowBlock:
     def matmul(self, w: torch.Tensor) -> torch.Tensor:
         if self.dense is not None:
             return self.dense.to(w.dtype) @ w
+        if self.host is not None:
+            if not (w.requires_grad and torch.is_grad_enabled()):  # no graph to build: skip the Function
+                return self._sparse_product(w, False)
+            return _SparseRowsMatmul.apply(w, self, False)
         out = w.new_zeros(self.shape[0], w.shape[-1])
         return out.index_add(0, self.row, self.val.to(w.dtype).unsqueeze(-1) * w[self.col])
 
@@ -84,19 +147,38 @@ class RowBlock:
         """``M^T g`` (differentiable in ``g``)."""
         if self.dense is not None:
             return self.dense.to(g.dtype).t() @ g
+        if self.host is not None:
+            if not (g.requires_grad and torch.is_grad_enabled()):
+                return self._sparse_product(g, True)
+            return _SparseRowsMatmul.apply(g, self, True)
         out = g.new_zeros(self.shape[1], g.shape[-1])
         return out.index_add(0, self.col, self.val.to(g.dtype).unsqueeze(-1) * g[self.row])
 
-    def gram(self) -> torch.Tensor:
-        """``M M^T`` as a dense tensor (parameter-free; sparse blocks multiply sparsely)."""
+    def gram(self, col_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``M diag(w) M^T`` as a dense tensor (``w``: per-column weights, default 1; a single
+        weight scales the whole product). Parameter-free; sparse blocks multiply sparsely."""
         if self.dense is not None:
-            return self.dense @ self.dense.t()
-        m = sp.csr_matrix((self.val.cpu().numpy(), (self.row.cpu().numpy(), self.col.cpu().numpy())), self.shape)
-        return torch.from_numpy(m.dot(m.T).toarray()).to(self.val.device)
+            if col_weights is None or col_weights.numel() == 1:
+                out = self.dense @ self.dense.t()
+            else:
+                out = (self.dense * col_weights.to(self.dense.dtype)) @ self.dense.t()
+        else:
+            m = self.host if self.host is not None else sp.csr_matrix(
+                (self.val.cpu().numpy(), (self.row.cpu().numpy(), self.col.cpu().numpy())), self.shape)
+            if col_weights is not None and col_weights.numel() > 1:
+                out = m.multiply(col_weights.detach().cpu().numpy().reshape(1, -1)).tocsr().dot(m.T)
+            else:
+                out = m.dot(m.T)
+            device = (self.device or "cpu") if self.host is not None else self.val.device
+            out = torch.from_numpy(np.asarray(out.toarray(), dtype=np.float32)).to(device)
+        if col_weights is not None and col_weights.numel() == 1:
+            out = out * col_weights.reshape(()).to(out.dtype)
+        return out
 
     def to(self, device) -> "RowBlock":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return RowBlock(move(self.dense), move(self.row), move(self.col), move(self.val), self.shape)
+        return RowBlock(move(self.dense), move(self.row), move(self.col), move(self.val), self.shape, self.host,
+                        torch.device(device) if self.host is not None else None)
 
 
 class PreparedGraph:
@@ -114,6 +196,52 @@ class PreparedGraph:
         self._propagated: Dict[int, object] = {0: self.x}
         self._structure = self.adj.copy()
         self._structure.data[:] = 1.0
+        self._sparse_propagated: Dict[int, object] = {}
+        self._subgraphs: Dict[tuple, tuple] = {}
+
+    def feature_rows(self, k: int, nodes: np.ndarray) -> RowBlock:
+        """Rows ``nodes`` of ``Â^k X`` as a row block: CSR when sparse enough (bag-of-words), else dense."""
+        return RowBlock.sparse_rows(self.sparse_propagated(k)[nodes])
+
+    def sparse_propagated(self, k: int):
+        """``Â^k X`` as CSR when ``X`` is sparser than ``SPARSE_FEATURE_DENSITY``, else as :meth:`propagated`."""
+        if k not in self._sparse_propagated:
+            x = self.x if sp.issparse(self.x) else None
+            if x is None:
+                nnz = int(np.count_nonzero(self.x))
+                if nnz <= SPARSE_FEATURE_DENSITY * self.x.size:
+                    x = sp.csr_matrix(self.x)
+            if x is None:
+                self._sparse_propagated[k] = self.propagated(k)
+            else:
+                out = x.tocsr()
+                for _ in range(k):
+                    out = self.adj.dot(out).tocsr()
+                out.sort_indices()
+                self._sparse_propagated[k] = out
+        return self._sparse_propagated[k]
+
+    # Entries of cached per-node subgraph feature rows kept at most (~8 bytes each).
+    SUBGRAPH_CACHE_ENTRIES = 1 << 26
+
+    def subgraph(self, node: int, hops: int):
+        """``(nodes, Â_sub, Â_sub X_sub)`` of ``node``'s ``hops``-hop subgraph: ``Â`` restricted to
+        the nodes (not renormalised) and its product with their features (CSR for sparse
+        features). Cached per node while the cache holds under ``SUBGRAPH_CACHE_ENTRIES``."""
+        key = (int(node), hops)
+        hit = self._subgraphs.get(key)
+        if hit is not None:
+            return hit
+        nodes = self.neighbourhood(np.array([node]), hops)
+        block = self.adj[nodes][:, nodes].tocsr()
+        features = block.dot(self.sparse_propagated(0)[nodes])
+        features = features.tocsr() if sp.issparse(features) else np.asarray(features, dtype=np.float32)
+        entry = (nodes, block, features)
+        size = features.nnz if sp.issparse(features) else features.size
+        if getattr(self, "_subgraph_entries", 0) + size <= self.SUBGRAPH_CACHE_ENTRIES:
+            self._subgraph_entries = getattr(self, "_subgraph_entries", 0) + size
+            self._subgraphs[key] = entry
+        return entry
 
     def propagated(self, k: int):
         """``Â^k X`` (scipy CSR if X is sparse, else ndarray), cached."""
