@@ -1,16 +1,18 @@
-"""Meta-training time per episode: gnn_cml's MAML+CML against a full-graph reference.
+"""Meta-training time per episode, paper protocol: gnn-cml's G-Meta / AMM-GNN against the reference.
 
-Setting: 2-layer GCN (hidden 16, dropout 0) + linear head, CML co-learner (hidden 16,
-gamma 0.2), 20 second-order inner steps at 0.05, 5-way 5-shot, 10 queries per class,
-tasks drawn from all classes. Our side is ``build_learner`` (row-subset GCN); the
-reference, written here, runs the GCN on every node with a torch sparse ``Â`` at each
-inner step and takes ``torch.autograd.grad(create_graph=True)``. Both start from the
-same weights, run the same episodes, and must agree on the meta-loss and every
-meta-gradient entry to 1e-5. A second table times a meta-batch as one vmapped
-computation (``gnn_cml.meta.batched``) against a loop over its tasks.
+The reference side is ``gnn_cml.reference_code``, the transcription of the reference
+scripts' per-task computation that the equivalence tests check against our learners
+(G-Meta: a dense GCN on each node's 2-hop subgraph, mean-pooled, a Python loop over
+nodes, one ``torch.autograd.grad`` per inner step; AMM-GNN: a full-graph GCN on the
+modulated features at every inner step), plus the same Adam update. Our side is the
+Trainer's step: drawing the episode, preparing its rows (subgraph extraction included),
+20 first-order inner steps, the query loss, backward and Adam. Both run the same
+episodes from the same initial weights, one after the other (interleaved, so both see
+the same machine load). Before timing, one episode with dropout off must give the same
+query loss and meta-gradients on both sides (1e-4, float32).
 
-    python benchmarks/episode_speed.py            # Cora, CiteSeer, a CoraFull-sized graph (~1 min)
-    python benchmarks/episode_speed.py --quick    # Cora and CiteSeer, fewer episodes (~15 s)
+    python benchmarks/episode_speed.py            # CiteSeer and Cora, 1- and 5-shot (~3 min)
+    python benchmarks/episode_speed.py --quick    # fewer episodes (~1 min)
 """
 from __future__ import annotations
 
@@ -21,215 +23,164 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakRSS, default_threads, machine, setup, synthetic_graph, table  # noqa: E402
+from _common import default_threads, machine, setup, table  # noqa: E402
 
-TOL = 1e-5
-WAYS, SHOTS, QUERIES, STEPS, INNER_LR, GAMMA = 5, 5, 10, 20, 0.05, 0.2
-CORAFULL_SIZE = dict(nodes=19793, edges=126842, features=8710, classes=70, density=0.01)
+TOL = 1e-4
 
 
-def load(name: str, root):
-    if name == "corafull-size":
-        return synthetic_graph(**CORAFULL_SIZE, seed=0)
-    from gnn_cml.data import load_graph
+class _Replay:
+    """A sampler that hands out a fixed list of episodes in order (both sides get the same ones)."""
 
-    return load_graph(name, root)
+    def __init__(self, episodes):
+        self.episodes, self.i = episodes, 0
+
+    def sample(self):
+        self.i += 1
+        return self.episodes[self.i - 1]
+
+    def get_state(self):
+        return {"i": self.i}
 
 
-def build_model(graph):
-    from gnn_cml.config import RunConfig
+def build(graph_name, method, shots, data, graph, dropout=None):
+    from gnn_cml.config import resolve
     from gnn_cml.meta.factory import build_learner
 
-    cfg = RunConfig(method="maml", cml=True, gamma=GAMMA, ways=WAYS, shots=SHOTS, queries=QUERIES, dropout=0.0,
-                    inner_steps=STEPS, inner_lr=INNER_LR, hidden=16, layers=2, co_hidden=[16])
-    return build_learner(cfg, graph, seed=0)
+    overrides = dict(graph=graph_name, method=method, ways=2, shots=shots)
+    if dropout is not None:
+        overrides["dropout"] = dropout
+    cfg = resolve(overrides)
+    return cfg, build_learner(cfg, graph, seed=0)
 
 
-class FullGraphReference:
-    """MAML+CML as a straightforward implementation writes it: the whole graph every step.
+def reference_step(method, cfg, learner, leaves, optimizer, adj, features, episode, node_sets):
+    """One reference meta-training episode: the transcribed task + Adam on the reference leaves."""
+    from gnn_cml import reference_code as ref
 
-    ``Â`` is a torch sparse CSR matrix; features stay sparse (CSR) when under 10%
-    dense, the faster layout for both bag-of-words graphs here.
-    """
-
-    def __init__(self, model, graph, data):
-        import torch
-
-        self.torch = torch
-        self.adj = graph.torch_adjacency().to_sparse_csr()
-        x = data.x.coalesce() if data.x.is_sparse else data.x
-        density = (x._nnz() if x.is_sparse else int((x != 0).sum())) / (x.shape[0] * x.shape[1])
-        self.x = (x if x.is_sparse else x.to_sparse()).to_sparse_csr() if density < 0.1 else x
-        self.params = dict(model.named_parameters())
-
-    def _gcn(self, p):
-        torch = self.torch
-        enc = "learner.net.encoder.layers."
-        w0 = p[enc + "0.weight"].t()
-        xw = torch.sparse.mm(self.x, w0) if self.x.layout != torch.strided else self.x @ w0
-        h = torch.relu(torch.sparse.mm(self.adj, xw) + p[enc + "0.bias"])
-        return torch.relu(torch.sparse.mm(self.adj, h @ p[enc + "1.weight"].t()) + p[enc + "1.bias"])
-
-    @staticmethod
-    def _linear(p, prefix, h):
-        return h @ p[prefix + ".weight"].t() + p[prefix + ".bias"]
-
-    def loss_and_grads(self, episode):
-        torch, ce = self.torch, self.torch.nn.functional.cross_entropy
-        fast = {k: v for k, v in self.params.items() if k.startswith("learner.")}
-        for _ in range(STEPS):
-            logits = self._linear(fast, "learner.net.head.net.1", self._gcn(fast)[episode.support])
-            grads = torch.autograd.grad(ce(logits, episode.support_y), list(fast.values()), create_graph=True)
-            fast = {k: v - INNER_LR * g for (k, v), g in zip(fast.items(), grads)}
-        features = self._gcn(fast)[episode.query]
-        co = self._linear(self.params, "co_learner.net.3",
-                          torch.relu(self._linear(self.params, "co_learner.net.1", features)))
-        loss = (ce(self._linear(fast, "learner.net.head.net.1", features), episode.query_y)
-                + GAMMA * ce(co, episode.query_y))
-        return loss.detach(), torch.autograd.grad(loss, list(self.params.values()))
+    params, modulation = leaves
+    optimizer.zero_grad()
+    if method == "gmeta":
+        out = ref.gmeta_task(params, adj, features, episode.support, episode.support_y, episode.query,
+                             episode.query_y, steps=cfg.inner_steps, lr=cfg.inner_lr, dropout=cfg.dropout)
+    else:
+        out = ref.ammgnn_task(params, modulation, adj, features, episode.support, episode.support_y, episode.query,
+                              episode.query_y, node_sets, steps=cfg.inner_steps, lr=cfg.inner_lr,
+                              dropout=cfg.dropout)
+    for k, g in out.grads.items():
+        params[k].grad = g
+    for k, g in out.extra_grads.items():
+        modulation[k].grad = g
+    optimizer.step()
+    return out
 
 
-def ours(model, episode):
-    """Our engine's meta-loss and meta-gradient for one task, as the Trainer computes them."""
-    model.zero_grad(set_to_none=True)
-    result = model(episode, train=True)
+def check_equal(graph_name, method, shots, data, graph, episode, adj, features):
+    """Dropout off, one episode: the reference and our learner agree on loss and meta-gradients."""
+    import torch
+
+    from gnn_cml import reference_code as ref
+
+    cfg, learner = build(graph_name, method, shots, data, graph, dropout=0.0)
+    torch.manual_seed(0)
+    sets = learner.node_sets(episode) if method == "ammgnn" else None
+    if method == "gmeta":
+        out = ref.gmeta_task(ref.reference_params(learner), adj, features, episode.support, episode.support_y,
+                             episode.query, episode.query_y, steps=cfg.inner_steps, lr=cfg.inner_lr, dropout=0.0)
+        expected = ref.to_ours(out.grads)
+    else:
+        out = ref.ammgnn_task(ref.reference_params(learner), ref.modulation_params(learner), adj, features,
+                              episode.support, episode.support_y, episode.query, episode.query_y, sets,
+                              steps=cfg.inner_steps, lr=cfg.inner_lr, dropout=0.0)
+        expected = {**ref.to_ours(out.grads), **ref.modulation_to_ours(out.extra_grads)}
+    torch.manual_seed(0)
+    result = learner(episode, train=True)
     result.loss.backward()
-    return result.loss.detach(), [p.grad for p in model.parameters()]
+    ours = dict(learner.named_parameters())
+    worst = max([abs(float(result.loss) - float(out.loss))] +
+                [float((ours[k].grad - g).abs().max()) for k, g in expected.items()])
+    assert worst <= TOL, f"{graph_name} {method} {shots}-shot: reference and ours differ by {worst:.1e}"
+    return worst
 
 
-def timed(fn, *args):
-    """``fn(*args)`` and its (wall, CPU) milliseconds; CPU time is less disturbed by other jobs."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn(*args)
-    return out, (1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu))
-
-
-def max_diff(a, b) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a, b))
-
-
-def agree(name, what, loss_a, loss_b, grads_a, grads_b):
-    dl, dg = float((loss_a - loss_b).abs()), max_diff(grads_a, grads_b)
-    assert dl <= TOL and dg <= TOL, f"{name}: {what} disagree: |dloss| {dl:.2e}, max |dgrad| {dg:.2e}"
-    return max(dl, dg)
-
-
-def bench_graph(name, args):
-    """Time one graph: a check/memory episode, a warm-up one, then ``args.episodes`` timed ones."""
+def bench(graph_name, method, shots, args, cache):
     import numpy as np
+    import torch
 
+    from gnn_cml import reference_code as ref
+    from gnn_cml.data import default_split, load_graph
+    from gnn_cml.engine.trainer import Trainer, TrainerConfig
     from gnn_cml.models import PreparedGraph
     from gnn_cml.sampling import EpisodeSampler
 
-    data = load(name, args.root)
-    start = time.perf_counter()
-    graph = PreparedGraph(data)
-    graph.propagated(1)
-    prep_s = time.perf_counter() - start
-    model = build_model(graph)
-    reference = FullGraphReference(model, graph, data)
-    classes = np.unique(data.y.numpy())
-    sampler = EpisodeSampler(data.y, classes, WAYS, SHOTS, QUERIES, seed=args.seed)
+    if graph_name not in cache:
+        data = load_graph(graph_name, args.root)
+        graph = PreparedGraph(data)
+        cache[graph_name] = (data, graph, ref.dense_adjacency(graph), graph.torch_adjacency().float(),
+                             ref.dense_features(graph))
+    data, graph, dense_adj, sparse_adj, features = cache[graph_name]
+    adj = dense_adj if method == "gmeta" else sparse_adj  # as each reference script passes it
+    split = default_split(data)
+    sampler = EpisodeSampler(data.y, split.train, 2, shots, 5, seed=args.seed)
+    n_ref = args.reference_episodes if method == "gmeta" else args.ammgnn_reference_episodes
     episodes = [sampler.sample() for _ in range(args.episodes + 2)]
+    worst = check_equal(graph_name, method, shots, data, graph, episodes[0], adj, features)
 
-    with PeakRSS() as ours_mem:  # episode 0: agreement check and peak memory
-        ours_loss, ours_grads = ours(model, episodes[0])
-    with PeakRSS() as ref_mem:
-        ref_loss, ref_grads = reference.loss_and_grads(episodes[0])
-    worst = agree(name, "reference and ours", ref_loss, ours_loss, ref_grads, ours_grads)
-    ours(model, episodes[1])  # the reference's first run above was its warm-up
+    cfg, learner = build(graph_name, method, shots, data, graph)
+    trainer = Trainer(learner, _Replay(episodes), [], TrainerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                                    progress=False), tensorboard=False)
+    leaves = (ref.reference_params(learner), ref.modulation_params(learner) if method == "ammgnn" else {})
+    ref_opt = torch.optim.Adam(list(leaves[0].values()) + list(leaves[1].values()), lr=cfg.lr,
+                               weight_decay=cfg.weight_decay)
     ours_ms, ref_ms = [], []
-    for i, episode in enumerate(episodes[2:]):
-        (ours_loss, ours_grads), ms = timed(ours, model, episode)
-        ours_ms.append(ms)
-        if i < args.reference_episodes:  # interleaved, so both sides see the same machine load
-            (ref_loss, ref_grads), ms = timed(reference.loss_and_grads, episode)
-            ref_ms.append(ms)
-            worst = max(worst, agree(name, "reference and ours", ref_loss, ours_loss, ref_grads, ours_grads))
-    rows = np.mean([len(graph.neighbourhood(e.support.numpy())) + len(graph.neighbourhood(e.query.numpy()))
-                    for e in episodes])
-    (ours_wall, ours_cpu), (ref_wall, ref_cpu) = medians(ours_ms), medians(ref_ms)
-    result = [name, data.num_nodes, data.x.shape[1], f"{rows:.0f}", f"{prep_s:.2f}",
-              f"{ours_wall:.1f} / {ours_cpu:.1f}", f"{ours_mem.mib:.1f}", f"{ref_wall:.0f} / {ref_cpu:.0f}",
-              f"{ref_mem.mib:.1f}", f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x", f"{worst:.1e}"]
-    return result, batched_line(name, model, sampler, args)
-
-
-def medians(times):
-    """Median wall and median CPU milliseconds of (wall, cpu) pairs."""
-    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
-
-
-def batched_line(name, model, sampler, args):
-    """A meta-batch as one vmapped computation against a loop over its tasks."""
-    from gnn_cml.meta.batched import batched_maml_loss
-
-    def looped(batch):
-        model.zero_grad(set_to_none=True)
-        total = 0.0
-        for episode in batch:
-            loss = model(episode, train=True).loss / len(batch)
-            loss.backward()
-            total = total + loss.detach()
-        return total, [p.grad for p in model.parameters()]
-
-    def batched(batch):
-        model.zero_grad(set_to_none=True)
-        loss = batched_maml_loss(model, batch)
-        loss.backward()
-        return loss.detach(), [p.grad for p in model.parameters()]
-
-    loop_ms, batch_ms, worst = [], [], 0.0
-    for i in range(args.batches + 1):  # the first batch warms up both paths
-        batch = [sampler.sample() for _ in range(args.meta_batch)]
-        (loop_loss, loop_grads), a = timed(looped, batch)
-        loop_grads = [g.clone() for g in loop_grads]
-        (batch_loss, batch_grads), b = timed(batched, batch)
-        worst = max(worst, agree(name, "batched and looped", loop_loss, batch_loss, loop_grads, batch_grads))
-        if i:
-            loop_ms.append([t / args.meta_batch for t in a])
-            batch_ms.append([t / args.meta_batch for t in b])
-    (a, a_cpu), (b, b_cpu) = medians(loop_ms), medians(batch_ms)
-    return [name, args.meta_batch, f"{a:.1f} / {a_cpu:.1f}", f"{b:.1f} / {b_cpu:.1f}",
-            f"{a / b:.2f}x / {a_cpu / b_cpu:.2f}x", f"{worst:.1e}"]
+    for i, episode in enumerate(episodes):
+        wall, cpu = time.perf_counter(), time.process_time()
+        trainer.step()
+        if i >= 1:  # the first step warms caches up
+            ours_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
+        if 1 <= i <= n_ref:
+            sets = torch.stack([torch.from_numpy(np.random.default_rng([args.seed, i, j]).choice(
+                torch.cat([episode.support, episode.query]).numpy(), 10, replace=False)) for j in range(2)])
+            wall, cpu = time.perf_counter(), time.process_time()
+            reference_step(method, cfg, learner, leaves, ref_opt, adj, features, episode, sets)
+            ref_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
+    ours_wall, ours_cpu = (statistics.median(t[k] for t in ours_ms) for k in (0, 1))
+    ref_wall, ref_cpu = (statistics.median(t[k] for t in ref_ms) for k in (0, 1))
+    return [graph_name, method, f"2-way {shots}-shot", f"{ours_wall:.2f} / {ours_cpu:.2f}",
+            f"{ref_wall:.1f} / {ref_cpu:.1f}", f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x",
+            f"{len(ours_ms)} / {len(ref_ms)}", f"{worst:.1e}"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graphs", help="comma-separated: cora, citeseer, corafull-size (generated); "
-                                         "default all three (--quick: cora,citeseer)")
-    parser.add_argument("--episodes", type=int, default=20, help="timed episodes of our engine per graph")
-    parser.add_argument("--reference-episodes", type=int, default=4, help="timed reference episodes per graph")
-    parser.add_argument("--meta-batch", type=int, default=8, help="tasks per batch in the batched-vs-looped line")
-    parser.add_argument("--batches", type=int, default=4, help="timed meta-batches per graph")
+    parser.add_argument("--graphs", default="citeseer,cora")
+    parser.add_argument("--methods", default="gmeta,ammgnn")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--episodes", type=int, default=40, help="timed episodes of ours per cell")
+    parser.add_argument("--reference-episodes", type=int, default=10, help="timed G-Meta reference episodes")
+    parser.add_argument("--ammgnn-reference-episodes", type=int, default=3,
+                        help="timed AMM-GNN reference episodes (each ~1-3 s)")
     parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="threads for both sides (sets OMP_NUM_THREADS; default $OMP_NUM_THREADS or 1)")
-    parser.add_argument("--root", help="data root for Cora/CiteSeer (default $GNN_CML_DATA)")
-    parser.add_argument("--seed", type=int, default=0, help="episode seed")
-    parser.add_argument("--quick", action="store_true", help="5 episodes, 1 reference episode, 2 batches")
+                        help="threads for both sides (default $OMP_NUM_THREADS or 1)")
+    parser.add_argument("--root", help="data root (default $GNN_CML_DATA)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="15 episodes, 4 + 2 reference episodes")
     args = parser.parse_args(argv)
     if args.quick:
-        args.episodes, args.reference_episodes, args.batches = 5, 1, 2
-    args.graphs = args.graphs or ("cora,citeseer" if args.quick else "cora,citeseer,corafull-size")
-    args.reference_episodes = min(args.reference_episodes, args.episodes)
+        args.episodes, args.reference_episodes, args.ammgnn_reference_episodes = 15, 4, 2
     setup(args.threads)
     import torch
 
-    print(f"# episode speed: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
-    print(f"# 2-layer GCN MAML+CML, {STEPS} second-order inner steps, {WAYS}-way {SHOTS}-shot, "
-          f"{QUERIES} queries/class; {args.episodes} timed episodes ours, {args.reference_episodes} reference; "
-          f"medians; peak memory = RSS rise during one episode")
-    speed, batch = [], []
-    for name in args.graphs.split(","):
-        row, batch_row = bench_graph(name.strip(), args)
-        speed.append(row)
-        batch.append(batch_row)
-        print(f"# {name}: done", file=sys.stderr, flush=True)
-    print(table(["graph", "nodes", "features", "rows/ep", "prep s", "ours ms/ep wall / cpu", "ours peak MiB",
-                 "reference ms/ep wall / cpu", "ref peak MiB", "speed-up wall / cpu", "max |diff|"], speed))
-    print()
-    print(table(["graph", "meta-batch", "looped ms/task wall / cpu", "batched ms/task wall / cpu",
-                 "speed-up wall / cpu", "max |diff|"], batch))
+    print(f"# episode speed, paper protocol: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
+    print("# per meta-training episode (episode drawing, preparation, 20 first-order inner steps, query loss, "
+          "backward, Adam); medians of interleaved episodes; ms wall / cpu")
+    rows, cache = [], {}
+    for graph_name in args.graphs.split(","):
+        for method in args.methods.split(","):
+            for shots in (int(s) for s in args.shots.split(",")):
+                rows.append(bench(graph_name.strip(), method.strip(), shots, args, cache))
+                print(f"# {' '.join(rows[-1][:3])}: done", file=sys.stderr, flush=True)
+    print(table(["graph", "method", "setting", "ours ms/ep", "reference ms/ep", "speed-up", "episodes ours / ref",
+                 "max |diff| (check)"], rows))
     return 0
 
 

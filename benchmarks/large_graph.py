@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from episode_speed import build_model
+    from fullgraph_speed import build_model
     from gnn_cml.models import PreparedGraph
     from gnn_cml.sampling import EpisodeSampler
 

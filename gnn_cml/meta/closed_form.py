@@ -141,6 +141,15 @@ def _numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
     inv_n = 1.0 / len(onehot)
     prop_t = np.ascontiguousarray(prop.T)
     coef = np.zeros_like(z)
+    with np.errstate(all="ignore"):  # diverging weights become inf/NaN silently, as in torch; the Trainer reports it
+        _numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef)
+    return tuple(torch.from_numpy(a) for a in (coef, w2, b2, wh, bh))
+
+
+def _numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef):
+    """The steps of :func:`_numpy_steps`, updating its arrays in place."""
+    import numpy as np
+
     for t in range(steps):
         h = np.maximum(z, 0)
         if masks is not None:
@@ -166,4 +175,3 @@ def _numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
         b2 -= lr * d_e.sum(0)
         z -= lr * (gram @ d_z)
         coef += d_z
-    return tuple(torch.from_numpy(a) for a in (coef, w2, b2, wh, bh))

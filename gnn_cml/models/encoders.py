@@ -194,14 +194,16 @@ class SubgraphGCN(GraphEncoder):
 
     def prepare(self, nodes) -> Dict[str, object]:
         g, nodes = self.graph, _nodes(nodes)
-        parts = [g.subgraph(v, self.hops) for v in nodes]  # cached per node
-        subsets = [s for s, _, _ in parts]
+        parts = g.subgraphs(nodes, self.hops)  # cached per node
+        subsets = [p.nodes for p in parts]
         sizes = np.array([len(s) for s in subsets])
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         total = int(bounds[-1])
-        blocks = _block_diagonal([a for _, a, _ in parts], bounds)
-        rows = [x for _, _, x in parts]
-        x = _stack_csr(rows) if sp.issparse(rows[0]) else np.concatenate(rows)
+        blocks = _stack_csr([(p.adj_data, p.adj_indices, p.adj_indptr) for p in parts], total, bounds)
+        if parts[0].x_dense is None:
+            x = _stack_csr([(p.x_data, p.x_indices, p.x_indptr) for p in parts], g.num_features)
+        else:
+            x = np.concatenate([p.x_dense for p in parts])
         pool = np.zeros((len(nodes), total), np.float32)
         if self.pool == "mean":
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -220,21 +222,15 @@ class SubgraphGCN(GraphEncoder):
         return inputs["pool"].matmul(self.out_act(h))
 
 
-def _stack_csr(parts) -> sp.csr_matrix:
-    """Row-stack CSR matrices of equal width by concatenating their arrays (no format checks)."""
-    offsets = np.cumsum([0] + [m.nnz for m in parts])
-    indptr = np.concatenate([[0]] + [m.indptr[1:] + off for m, off in zip(parts, offsets[:-1])])
-    return sp.csr_matrix((np.concatenate([m.data for m in parts]), np.concatenate([m.indices for m in parts]),
-                          indptr), shape=(int(indptr.shape[0] - 1), parts[0].shape[1]))
-
-
-def _block_diagonal(parts, bounds) -> sp.csr_matrix:
-    """Block-diagonal CSR of square CSR blocks whose row offsets are ``bounds``."""
-    offsets = np.cumsum([0] + [m.nnz for m in parts])
-    indptr = np.concatenate([[0]] + [m.indptr[1:] + off for m, off in zip(parts, offsets[:-1])])
-    indices = np.concatenate([m.indices + b for m, b in zip(parts, bounds[:-1])])
-    total = int(bounds[-1])
-    return sp.csr_matrix((np.concatenate([m.data for m in parts]), indices, indptr), shape=(total, total))
+def _stack_csr(parts, width: int, column_offsets=None) -> sp.csr_matrix:
+    """Row-stack raw CSR parts ``(data, indices, indptr)``; with ``column_offsets`` part ``i``'s
+    columns shift by ``column_offsets[i]`` (a block-diagonal matrix)."""
+    offsets = np.cumsum([0] + [len(d) for d, _, _ in parts])
+    indptr = np.concatenate([[0]] + [ptr[1:] + off for (_, _, ptr), off in zip(parts, offsets[:-1])])
+    indices = [idx for _, idx, _ in parts] if column_offsets is None else \
+        [idx + c for (_, idx, _), c in zip(parts, column_offsets[:-1])]
+    return sp.csr_matrix((np.concatenate([d for d, _, _ in parts]), np.concatenate(indices), indptr),
+                         shape=(int(indptr.shape[0] - 1), int(width)))
 
 
 ENCODERS = {"gcn": GCN, "sgc": SGC, "sage": SAGE, "gat": GAT, "subgraph_gcn": SubgraphGCN}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -181,6 +181,22 @@ class RowBlock:
                         torch.device(device) if self.host is not None else None)
 
 
+@dataclass
+class Subgraph:
+    """A node's h-hop subgraph as raw CSR arrays: its sorted ``nodes``, ``Â`` restricted to them
+    (not renormalised; ``adj_*``) and that block times their features (``x_*`` CSR parts, or
+    ``x_dense``). Raw arrays, so that an episode stacks them without per-node scipy objects."""
+
+    nodes: np.ndarray
+    adj_data: np.ndarray
+    adj_indices: np.ndarray
+    adj_indptr: np.ndarray
+    x_data: Optional[np.ndarray]
+    x_indices: Optional[np.ndarray]
+    x_indptr: Optional[np.ndarray]
+    x_dense: Optional[np.ndarray]
+
+
 class PreparedGraph:
     """Parameter-free structure of one graph: ``Â``, ``Â^k X`` and neighbourhoods.
 
@@ -197,7 +213,8 @@ class PreparedGraph:
         self._structure = self.adj.copy()
         self._structure.data[:] = 1.0
         self._sparse_propagated: Dict[int, object] = {}
-        self._subgraphs: Dict[tuple, tuple] = {}
+        self._subgraphs: Dict[tuple, "Subgraph"] = {}
+        self._subgraph_entries = 0
 
     def feature_rows(self, k: int, nodes: np.ndarray) -> RowBlock:
         """Rows ``nodes`` of ``Â^k X`` as a row block: CSR when sparse enough (bag-of-words), else dense."""
@@ -224,24 +241,62 @@ class PreparedGraph:
     # Entries of cached per-node subgraph feature rows kept at most (~8 bytes each).
     SUBGRAPH_CACHE_ENTRIES = 1 << 26
 
-    def subgraph(self, node: int, hops: int):
-        """``(nodes, Â_sub, Â_sub X_sub)`` of ``node``'s ``hops``-hop subgraph: ``Â`` restricted to
-        the nodes (not renormalised) and its product with their features (CSR for sparse
-        features). Cached per node while the cache holds under ``SUBGRAPH_CACHE_ENTRIES``."""
-        key = (int(node), hops)
-        hit = self._subgraphs.get(key)
-        if hit is not None:
-            return hit
-        nodes = self.neighbourhood(np.array([node]), hops)
-        block = self.adj[nodes][:, nodes].tocsr()
-        features = block.dot(self.sparse_propagated(0)[nodes])
-        features = features.tocsr() if sp.issparse(features) else np.asarray(features, dtype=np.float32)
-        entry = (nodes, block, features)
-        size = features.nnz if sp.issparse(features) else features.size
-        if getattr(self, "_subgraph_entries", 0) + size <= self.SUBGRAPH_CACHE_ENTRIES:
-            self._subgraph_entries = getattr(self, "_subgraph_entries", 0) + size
-            self._subgraphs[key] = entry
-        return entry
+    def subgraphs(self, nodes: np.ndarray, hops: int) -> List["Subgraph"]:
+        """Each node's ``hops``-hop subgraph (see :class:`Subgraph`), extracted for all uncached
+        nodes at once with vectorised CSR arithmetic, then cached per node while the cache
+        holds under ``SUBGRAPH_CACHE_ENTRIES`` feature entries."""
+        nodes = [int(v) for v in nodes]
+        missing = sorted({v for v in nodes if (v, hops) not in self._subgraphs})
+        fresh = dict(zip(missing, self._extract_subgraphs(np.array(missing, dtype=np.int64), hops))) \
+            if missing else {}
+        for v, entry in fresh.items():
+            size = len(entry.x_data) if entry.x_dense is None else entry.x_dense.size
+            if self._subgraph_entries + size <= self.SUBGRAPH_CACHE_ENTRIES:
+                self._subgraph_entries += size
+                self._subgraphs[(v, hops)] = entry
+        return [fresh[v] if v in fresh else self._subgraphs[(v, hops)] for v in nodes]
+
+    def _extract_subgraphs(self, centres: np.ndarray, hops: int) -> List["Subgraph"]:
+        n = self.num_nodes
+        indptr, indices = self.adj.indptr.astype(np.int64), self.adj.indices.astype(np.int64)
+
+        def expand(members):  # flat positions of the CSR entries of every row in members
+            starts, lengths = indptr[members], indptr[members + 1] - indptr[members]
+            flat = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
+                + np.arange(int(lengths.sum()))
+            return flat, lengths
+
+        keys = centres * n + centres  # (owner, member) pairs as owner * n + member
+        for _ in range(hops):
+            owner, member = np.divmod(keys, n)
+            flat, lengths = expand(member)
+            keys = np.union1d(keys, np.repeat(owner, lengths) * n + indices[flat])
+        owner, member = np.divmod(keys, n)  # sorted by owner, then member
+        first = np.searchsorted(owner, centres)  # where each centre's members start
+        local = np.arange(len(keys)) - first[np.searchsorted(centres, owner)]
+        flat, lengths = expand(member)
+        entry_owner = np.repeat(owner, lengths)
+        cand = entry_owner * n + indices[flat]
+        pos = np.minimum(np.searchsorted(keys, cand), len(keys) - 1)
+        keep = keys[pos] == cand
+        rows = np.repeat(np.arange(len(keys)), lengths)[keep]  # global row = pair index
+        big = sp.csr_matrix((self.adj.data[flat][keep], (rows, pos[keep])), shape=(len(keys), len(keys)))
+        features = big.dot(self.sparse_propagated(0)[member])
+        sparse = sp.issparse(features)
+        features = features.tocsr() if sparse else np.asarray(features, dtype=np.float32)
+        bounds = np.concatenate([first, [len(keys)]])
+        out = []
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            lo, hi = big.indptr[a], big.indptr[b]
+            block = (big.data[lo:hi], big.indices[lo:hi] - a, big.indptr[a:b + 1] - lo)
+            if sparse:
+                flo, fhi = features.indptr[a], features.indptr[b]
+                x = dict(x_data=features.data[flo:fhi], x_indices=features.indices[flo:fhi],
+                         x_indptr=features.indptr[a:b + 1] - flo, x_dense=None)
+            else:
+                x = dict(x_data=None, x_indices=None, x_indptr=None, x_dense=features[a:b])
+            out.append(Subgraph(member[a:b], *block, **x))
+        return out
 
     def propagated(self, k: int):
         """``Â^k X`` (scipy CSR if X is sparse, else ndarray), cached."""
