@@ -167,6 +167,26 @@ def test_split_seed_parsing():
             parse_split_seeds(bad, 6, (2, 2, 2))
 
 
+def test_shared_task_file_refuses_tasks_of_other_settings(shared_data, tmp_path):
+    from gnn_cml.config import resolve
+    from gnn_cml.report.table3 import shared_task_file
+    from gnn_cml.sampling import TaskSet
+
+    path = tmp_path / "test_tasks.npz"
+    cfg = resolve({"graph": "citeseer", "data_root": str(shared_data), "test_tasks": 4})
+    shared_task_file(cfg, path)
+    first = path.read_bytes()
+    assert shared_task_file(cfg, path) == path and path.read_bytes() == first  # same settings: reused
+    more = resolve({"graph": "citeseer", "data_root": str(shared_data), "test_tasks": 6})
+    with pytest.raises(GnnCmlError, match="number of tasks"):
+        shared_task_file(more, path)
+    other_split = resolve({"graph": "citeseer", "data_root": str(shared_data), "test_tasks": 4, "split_seed": 1235})
+    with pytest.raises(GnnCmlError, match="split"):
+        shared_task_file(other_split, path)
+    shared_task_file(more, path, overwrite=True)
+    assert len(TaskSet.load(path)) == 6
+
+
 def test_study_preset_resolves_as_documented(monkeypatch, tmp_path):
     from gnn_cml.cli import main
     from gnn_cml.report import table3
@@ -229,6 +249,15 @@ def test_reproduce_table3_quick_paired_over_two_splits(shared_data, tmp_path, ca
     assert payload["split_seeds"] == {"citeseer 2w1s": [1234, 1235]}
     forest = out / "table3_forest.png"
     assert forest.is_file() and forest.stat().st_size > 5000 and forest.read_bytes()[:4] == b"\x89PNG"
+    # --resume reuses every finished arm and dagger evaluation: the same table, nothing retrained
+    before = {p: p.stat().st_mtime_ns for p in cell.glob("split_*/*/run_*/model.pt")}
+    assert len(before) == 12  # 2 splits x 2 arms x 3 runs
+    assert main(["reproduce", "table3", "--quick", "--graphs", "citeseer", "--methods", "maml", "--shots", "1",
+                 "--split-seeds", "2", "--dagger", "--root", str(shared_data), "--out", str(out),
+                 "--no-progress", "--resume"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cell.glob("split_*/*/run_*/model.pt")} == before
+    with open(out / "table3.csv") as fh:
+        assert list(csv.DictReader(fh)) == rows
 
 
 def test_paper_delta_and_inside_check():

@@ -73,7 +73,7 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
                                  ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
                                  data_root=data_root, **(QUICK if quick else {}))
                 cfg = resolve(overrides)
-                task_file = shared_task_file(cfg, where / "test_tasks.npz")
+                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
                 accs = res["test_accuracy"]["runs"]
                 t = t_interval(accs)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gnn_cml.config import resolve
-from gnn_cml.data import graph_info, load_graph
+from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
 from gnn_cml.sampling import ClassSplit, distinct_split_seeds
@@ -149,22 +149,44 @@ def parse_split_seeds(spec: Union[str, int], classes: int, counts: Sequence[int]
 
 
 def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, progress: bool) -> Dict:
-    """Train (or, with ``resume``, reuse) one arm on the shared test tasks; returns its results."""
+    """Train (or, with ``resume``, reuse) one arm on the shared test tasks; returns its results.
+
+    A finished arm is reused only when its saved config equals ``cfg`` (data root aside); with more
+    ``runs`` it is extended, and any other change is refused by ``run_experiment``.
+    """
     from gnn_cml.experiment import run_experiment
 
     done = Path(run_dir) / "results.json"
     if resume and done.exists():
-        return load_results(done)
+        saved = load_results(done)
+        mine = cfg.to_dict()
+        if all(saved.get("config", {}).get(k) == v for k, v in mine.items() if k != "data_root"):
+            return saved
     return run_experiment(cfg, run_dir, resume=resume, overwrite=overwrite, task_file=task_file, progress=progress)
 
 
-def shared_task_file(cfg, path: Path) -> Path:
-    """The fixed test tasks of ``cfg``'s graph, split and seed, written once and shared by all arms."""
-    from gnn_cml.experiment import GraphTask
+def shared_task_file(cfg, path: Path, overwrite: bool = False) -> Path:
+    """The fixed test tasks of ``cfg``'s graph, split and seed, written once and shared by all arms.
 
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        GraphTask.build(cfg).test_tasks().save(path)
+    An existing file from other settings (e.g. a ``--quick`` run's 20 tasks) is replaced with
+    ``overwrite`` and refused otherwise.
+    """
+    from gnn_cml.experiment import GraphTask
+    from gnn_cml.sampling import TaskSet
+
+    if path.exists():
+        tasks = TaskSet.load(path)
+        split = default_split(load_graph(cfg.graph, cfg.data_root), cfg.split_seed, cfg.split, cfg.split_rule)
+        want = {"seed": cfg.seed, "ways": cfg.ways, "shots": cfg.shots, "queries": cfg.test_queries,
+                "split": split.to_dict()}
+        differ = [k for k, v in want.items() if tasks.meta.get(k) != v]
+        differ += ["number of tasks"] if len(tasks) != cfg.test_tasks else []
+        if not differ:
+            return path
+        require(overwrite, f"{path} holds test tasks for other settings ({', '.join(differ)} differ): "
+                           f"pass --overwrite to redo this cell, or pick another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    GraphTask.build(cfg).test_tasks().save(path)
     return path
 
 
@@ -176,7 +198,9 @@ def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
 
     path = Path(cml_dir) / "dagger.json"
     if resume and path.exists():
-        return load_results(path)
+        saved = load_results(path)
+        if saved.get("runs") == load_results(cml_dir).get("runs"):  # same finished CML runs
+            return saved
     cml = load_results(cml_dir)
     got = evaluate_run(cml_dir, co_learner=True)
     accs = got["test_accuracy"]["runs"]
@@ -245,7 +269,7 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
                 overrides = dict(graph=name, method=method, cml=cml, ways=ways, shots=shots, runs=runs, seed=seed,
                                  split_seed=split_seed, data_root=data_root, **(QUICK if quick else {}))
                 cfg = resolve(overrides)
-                task_file = shared_task_file(cfg, where / "test_tasks.npz")
+                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 run_dir = where / label(method, cml)
                 res = run_arm(cfg, run_dir, task_file, resume, overwrite, progress)
                 results[cml] = res
@@ -294,7 +318,7 @@ def _pm(mean: Optional[float], ci: Optional[float]) -> str:
 
 
 def _signed(mean: Optional[float], ci: Optional[float]) -> str:
-    return "-" if mean is None else f"{mean:+.2f} ± {_fmt(ci)}"
+    return "-" if mean is None else f"{round(mean, 2) + 0.0:+.2f} ± {_fmt(ci)}"  # + 0.0: no "-0.00"
 
 
 def _p(p: Optional[float]) -> str:
