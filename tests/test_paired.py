@@ -210,24 +210,24 @@ def test_reproduce_table3_quick_paired_over_two_splits(shared_data, tmp_path, ca
     from gnn_cml.cli import main
 
     out = tmp_path / "t3"
-    assert main(["reproduce", "table3", "--quick", "--graphs", "citeseer", "--methods", "maml", "--shots", "1",
+    assert main(["reproduce", "table3", "--quick", "--graphs", "citeseer", "--methods", "ammgnn", "--shots", "1",
                  "--split-seeds", "2", "--dagger", "--root", str(shared_data), "--out", str(out),
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "Δ ± paired CI" in printed and "| citeseer | 2-way 1-shot | pooled | maml+cml |" in printed
+    assert "Δ ± paired CI" in printed and "| citeseer | 2-way 1-shot | pooled | ammgnn+cml |" in printed
     cell = out / "citeseer" / "2w1s"
     splits = sorted(p.name for p in cell.iterdir())
     assert splits == ["split_1234", "split_1235"]
     # each split its own test classes and tasks; all arms of a split share them
     tests, digests = [], []
     for s in splits:
-        base = json.loads((cell / s / "maml" / "results.json").read_text())
-        cml = json.loads((cell / s / "maml+cml" / "results.json").read_text())
+        base = json.loads((cell / s / "ammgnn" / "results.json").read_text())
+        cml = json.loads((cell / s / "ammgnn+cml" / "results.json").read_text())
         assert base["test_tasks_sha256"] == cml["test_tasks_sha256"]
-        assert cml["paired_with"] == "../maml" and base["config"]["split_seed"] == int(s.split("_")[1])
+        assert cml["paired_with"] == "../ammgnn" and base["config"]["split_seed"] == int(s.split("_")[1])
         assert cml["paired"]["delta"] == pytest.approx(
             np.mean(np.subtract(cml["test_accuracy"]["runs"], base["test_accuracy"]["runs"])))
-        dagger = json.loads((cell / s / "maml+cml" / "dagger.json").read_text())
+        dagger = json.loads((cell / s / "ammgnn+cml" / "dagger.json").read_text())
         assert len(dagger["test_accuracy"]["runs"]) == 3
         tests.append(frozenset(base["split"]["test"]))
         digests.append(base["test_tasks_sha256"])
@@ -239,11 +239,16 @@ def test_reproduce_table3_quick_paired_over_two_splits(shared_data, tmp_path, ca
         assert col in rows[0]
     got = {(r["split"], r["arm"]): r for r in rows}
     assert set(got) == {(s, a) for s in ("1234", "1235", "pooled") for a in ("cml", "dagger")}
-    b = json.loads((cell / "split_1234" / "maml" / "results.json").read_text())["test_accuracy"]["runs"]
-    c = json.loads((cell / "split_1234" / "maml+cml" / "results.json").read_text())["test_accuracy"]["runs"]
+    b = json.loads((cell / "split_1234" / "ammgnn" / "results.json").read_text())["test_accuracy"]["runs"]
+    c = json.loads((cell / "split_1234" / "ammgnn+cml" / "results.json").read_text())["test_accuracy"]["runs"]
     assert float(got[("1234", "cml")]["delta"]) == pytest.approx(np.mean(np.subtract(c, b)), abs=0.006)
-    assert got[("1234", "cml")]["runs"] == "3" and got[("pooled", "cml")]["runs"] == "2"
+    assert (got[("1234", "cml")]["n"], got[("1234", "cml")]["n_unit"]) == ("3", "runs")
+    assert (got[("pooled", "cml")]["n"], got[("pooled", "cml")]["n_unit"]) == ("2", "splits")
     assert "few_splits" in got[("pooled", "cml")]["flags"]
+    # the paper's Δ (AMM-GNN CiteSeer 1-shot: 61.13 - 54.53) on its split and the pooled row only
+    assert [got[(s, "cml")]["paper_delta"] for s in ("1234", "1235", "pooled")] == ["6.60", "-", "6.60"]
+    assert got[("1234", "cml")]["paper_delta_in_our_ci"] in ("yes", "no")
+    assert got[("1234", "dagger")]["paper_delta"] == "-"
     payload = json.loads((out / "table3.json").read_text(),
                          parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert payload["split_seeds"] == {"citeseer 2w1s": [1234, 1235]}
@@ -252,7 +257,7 @@ def test_reproduce_table3_quick_paired_over_two_splits(shared_data, tmp_path, ca
     # --resume reuses every finished arm and dagger evaluation: the same table, nothing retrained
     before = {p: p.stat().st_mtime_ns for p in cell.glob("split_*/*/run_*/model.pt")}
     assert len(before) == 12  # 2 splits x 2 arms x 3 runs
-    assert main(["reproduce", "table3", "--quick", "--graphs", "citeseer", "--methods", "maml", "--shots", "1",
+    assert main(["reproduce", "table3", "--quick", "--graphs", "citeseer", "--methods", "ammgnn", "--shots", "1",
                  "--split-seeds", "2", "--dagger", "--root", str(shared_data), "--out", str(out),
                  "--no-progress", "--resume"]) == 0
     assert {p: p.stat().st_mtime_ns for p in cell.glob("split_*/*/run_*/model.pt")} == before
