@@ -263,7 +263,6 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
     for split_seed in seeds:
         where = cell / f"split_{split_seed}"
         on_paper = paper if split_seed == PAPER_SPLIT_SEED else {}  # the paper's numbers are on its split
-        task_file = None
         for method in methods:
             results = {}
             for cml in (False, True):
@@ -459,7 +458,8 @@ def forest_plot(pairs: List[PairRow], path: Path) -> Path:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{r.graph} {r.setting} {r.arm_label} ({split_txt(r)})" for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("Δ test accuracy, arm − base (points)")
-    ax.set_title("Does CML help? Paired differences per cell", fontsize=10)
+    ax.set_title("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
+                 "several splits: t-CI over the per-split mean Δ)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
