@@ -14,7 +14,7 @@ COMMANDS = {
     "datasets": "Known graphs: size, default class split, local availability.",
     "train": "Meta-train a learner on a graph (optionally with CML) and test it.",
     "evaluate": "Re-evaluate a saved run on fixed test tasks.",
-    "reproduce": "Reproduce the paper's tables (table3, regression, omniglot).",
+    "reproduce": "Reproduce the paper's tables (table3, gamma, regression, omniglot).",
 }
 
 

@@ -22,6 +22,7 @@ from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tas
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.models.graph import PreparedGraph
+from gnn_cml.report.paired import tasks_digest
 from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
 
 _STREAM = {"train": 1, "val": 2, "test": 3}
@@ -161,6 +162,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     for run in range(cfg.runs):
         runs.append(_one_run(task, tests, run, out / f"run_{run}", resume, progress))
     result = summarise(cfg, runs, time.perf_counter() - started, task.split)
+    result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
         write_json(out / "results.json", result)
     return result

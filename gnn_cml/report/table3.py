@@ -1,15 +1,19 @@
-"""Paper Table 3 (few-shot node classification): run every method on the same tasks, report beside the paper."""
+"""Paper Table 3 (few-shot node classification): every method ± CML on the same tasks, paired
+comparisons (Δ = CML − base per run), over one or several class splits, beside the paper."""
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gnn_cml.config import resolve
-from gnn_cml.data import graph_info, load_graph
+from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
+from gnn_cml.sampling import ClassSplit, distinct_split_seeds
 
 # (graph, ways, shots) cells of Table 3, plus Cora as an extra.
 SETTINGS: Dict[str, List[Tuple[int, int]]] = {
@@ -18,8 +22,8 @@ SETTINGS: Dict[str, List[Tuple[int, int]]] = {
     "corafull": [(5, 1), (5, 5)],
     "cora": [(2, 1), (2, 5)],
 }
-METHODS: List[Tuple[str, bool]] = [("gmeta", False), ("gmeta", True), ("ammgnn", False), ("ammgnn", True),
-                                   ("maml", False), ("maml", True)]
+BASE_METHODS = ("gmeta", "ammgnn", "maml")
+METHODS: List[Tuple[str, bool]] = [(m, cml) for m in BASE_METHODS for cml in (False, True)]
 PAPER = {  # mean test accuracy (%) from the paper's Table 3
     ("citeseer", 1): {"gmeta": 55.15, "gmeta+cml": 61.17, "ammgnn": 54.53, "ammgnn+cml": 61.13},
     ("citeseer", 5): {"gmeta": 64.53, "gmeta+cml": 76.07, "ammgnn": 62.93, "ammgnn+cml": 66.88},
@@ -28,15 +32,32 @@ PAPER = {  # mean test accuracy (%) from the paper's Table 3
     ("corafull", 1): {"gmeta": 60.44, "gmeta+cml": 60.49, "ammgnn": 58.77, "ammgnn+cml": 63.27},
     ("corafull", 5): {"gmeta": 75.84, "gmeta+cml": 76.02, "ammgnn": 75.61, "ammgnn+cml": 76.19},
 }
-QUICK = {"runs": 1, "episodes": 20, "val_every": 10, "val_tasks": 5, "test_tasks": 20, "inner_steps": 5}
+PAPER_SPLIT_SEED = 1234
+# Training budget of --quick (a smoke run); runs default to 3 there, the fewest with an unflagged CI.
+QUICK = {"episodes": 20, "val_every": 10, "val_tasks": 5, "test_tasks": 20, "inner_steps": 5}
+QUICK_RUNS = 3
+DEFAULT_RUNS = 20
+# --study: the full grid of issue 11 (20 paired runs per cell; 5-shot cells over 5 class splits).
+STUDY = {"graphs": "citeseer,cora", "methods": "gmeta,ammgnn,maml", "shots": None, "runs": 20,
+         "split_seeds": {1: "1", 5: "5"}, "dagger": True}
 
 
 def label(method: str, cml: bool) -> str:
     return f"{method}+cml" if cml else method
 
 
+def paper_delta(graph: str, shots: int, method: str, arm: str) -> Optional[float]:
+    """The paper's CML − base difference (points), where it prints both numbers (never for dagger)."""
+    got = PAPER.get((graph, shots), {})
+    if arm != "cml" or method not in got or label(method, True) not in got:
+        return None
+    return round(got[label(method, True)] - got[method], 2)
+
+
 @dataclass
 class Row:
+    """One arm's accuracy in one cell and split (``split`` is a seed, or ``pooled``)."""
+
     graph: str
     setting: str
     method: str
@@ -46,6 +67,7 @@ class Row:
     paper: Optional[float]
     episodes_per_s: Optional[float]
     wall_time_s: Optional[float]
+    split: str = str(PAPER_SPLIT_SEED)
 
     @property
     def paper_in_ci(self) -> str:
@@ -54,82 +76,395 @@ class Row:
         return "yes" if abs(self.paper - self.mean) <= self.ci95 else "no"
 
 
-def run_table3(graphs: Sequence[str], out: Path, runs: int = 5, quick: bool = False, resume: bool = False,
-               overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
-               progress: bool = True) -> Tuple[List[Row], List[Tuple[str, str]]]:
-    """Run the Table 3 grid on the graphs available locally; returns rows and skipped graphs."""
-    from gnn_cml.experiment import GraphTask, run_experiment
+@dataclass
+class PairRow:
+    """Paired comparison of an arm (``cml`` or ``dagger``) with its base learner in one cell.
 
+    ``split`` is a split seed (paired-t CI over that split's runs) or ``pooled`` (Student-t CI over
+    the per-split mean Δ; ``pooled_runs_*`` hold the all-runs interval, which assumes no split effect).
+    """
+
+    graph: str
+    setting: str
+    shots: int
+    split: str
+    method: str
+    arm: str
+    n: int
+    base_mean: Optional[float]
+    base_ci95: Optional[float]
+    arm_mean: Optional[float]
+    arm_ci95: Optional[float]
+    delta: Optional[float]
+    delta_ci95: Optional[float]
+    delta_low: Optional[float]
+    delta_high: Optional[float]
+    wilcoxon_p: Optional[float]
+    paper_delta: Optional[float]
+    flags: List[str] = field(default_factory=list)
+    interval: str = ""
+    split_deltas: List[float] = field(default_factory=list)
+    pooled_runs_delta: Optional[float] = None
+    pooled_runs_ci95: Optional[float] = None
+    pooled_runs_wilcoxon_p: Optional[float] = None
+
+    @property
+    def arm_label(self) -> str:
+        return f"{self.method}+{self.arm}"
+
+    @property
+    def paper_inside(self) -> Optional[bool]:
+        return contains(self.paper_delta, self.delta_low, self.delta_high)
+
+
+@dataclass
+class Report:
+    rows: List[Row]
+    pairs: List[PairRow]
+    skipped: List[Tuple[str, str]]
+    split_seeds: Dict[str, List[int]]  # "graph WwSs" -> split seeds used
+
+
+def parse_split_seeds(spec: Union[str, int], classes: int, counts: Sequence[int]) -> List[int]:
+    """``--split-seeds``: an int S -> the first S seeds with distinct test classes from 1234 (the
+    paper's split first); a comma list (``1234,1240`` or ``1300,``) -> those seeds, which must give
+    pairwise different test-class sets."""
+    text = str(spec).strip()
+    require(text, "--split-seeds is empty: give a count like 5 or a list like 1234,1240")
+    try:
+        if "," not in text:
+            return distinct_split_seeds(classes, counts, int(text), first=PAPER_SPLIT_SEED)
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise GnnCmlError(f"--split-seeds must be a count like 5 or a comma list of seeds like 1234,1240, "
+                          f"got {text!r}") from None
+    require(seeds and all(s >= 0 for s in seeds), f"--split-seeds needs non-negative seeds, got {text!r}")
+    seen: Dict[frozenset, int] = {}
+    for s in seeds:
+        test = frozenset(ClassSplit.from_counts(classes, counts, s).test)
+        require(test not in seen, f"split seeds {seen.get(test)} and {s} give the same test classes "
+                                  f"{sorted(test)}: drop one, or pass a count to get distinct splits")
+        seen[test] = s
+    return seeds
+
+
+def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, progress: bool) -> Dict:
+    """Train (or, with ``resume``, reuse) one arm on the shared test tasks; returns its results.
+
+    A finished arm is reused only when its saved config equals ``cfg`` (data root aside); with more
+    ``runs`` it is extended, and any other change is refused by ``run_experiment``.
+    """
+    from gnn_cml.experiment import run_experiment
+
+    done = Path(run_dir) / "results.json"
+    if resume and done.exists():
+        saved = load_results(done)
+        mine = cfg.to_dict()
+        if all(saved.get("config", {}).get(k) == v for k, v in mine.items() if k != "data_root"):
+            return saved
+    return run_experiment(cfg, run_dir, resume=resume, overwrite=overwrite, task_file=task_file, progress=progress)
+
+
+def shared_task_file(cfg, path: Path, overwrite: bool = False) -> Path:
+    """The fixed test tasks of ``cfg``'s graph, split and seed, written once and shared by all arms.
+
+    An existing file from other settings (e.g. a ``--quick`` run's 20 tasks) is replaced with
+    ``overwrite`` and refused otherwise.
+    """
+    from gnn_cml.experiment import GraphTask
+    from gnn_cml.sampling import TaskSet
+
+    if path.exists():
+        tasks = TaskSet.load(path)
+        split = default_split(load_graph(cfg.graph, cfg.data_root), cfg.split_seed, cfg.split, cfg.split_rule)
+        want = {"seed": cfg.seed, "ways": cfg.ways, "shots": cfg.shots, "queries": cfg.test_queries,
+                "split": split.to_dict()}
+        differ = [k for k, v in want.items() if tasks.meta.get(k) != v]
+        differ += ["number of tasks"] if len(tasks) != cfg.test_tasks else []
+        if not differ:
+            return path
+        require(overwrite, f"{path} holds test tasks for other settings ({', '.join(differ)} differ): "
+                           f"pass --overwrite to redo this cell, or pick another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    GraphTask.build(cfg).test_tasks().save(path)
+    return path
+
+
+def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
+    """CML-dagger accuracies of a finished CML run, from its saved models (no retraining), paired with
+    ``base``; cached in ``dagger.json`` of the CML run."""
+    from gnn_cml.engine.checkpoint import write_json
+    from gnn_cml.experiment import evaluate_run
+
+    path = Path(cml_dir) / "dagger.json"
+    if resume and path.exists():
+        saved = load_results(path)
+        if saved.get("runs") == load_results(cml_dir).get("runs"):  # same finished CML runs
+            return saved
+    cml = load_results(cml_dir)
+    got = evaluate_run(cml_dir, co_learner=True)
+    accs = got["test_accuracy"]["runs"]
+    dagger = {k: cml[k] for k in ("graph", "method", "ways", "shots", "split", "config", "runs",
+                                  "test_tasks_sha256") if k in cml}
+    dagger.update(co_learner=True, test_accuracy={**t_interval(accs), "runs": accs, "unit": "percent"},
+                  note="CML-dagger: the CML run's saved models, predicting with the co-learner "
+                       "(gnn-cml evaluate --co-learner)", paired_with="..")
+    stats = pair_runs(base, dagger)
+    dagger["paired"] = {k: stats[k] for k in ("n", "differences", "delta", "delta_ci95", "delta_low", "delta_high",
+                                              "t_p", "wilcoxon_p", "flags")}
+    write_json(path, dagger)
+    return dagger
+
+
+def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick: bool = False,
+               resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
+               progress: bool = True, methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
+               split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False) -> Report:
+    """Run the Table 3 grid on the graphs available locally.
+
+    Every (graph, setting) cell is repeated over the class splits named by ``split_seeds`` (a
+    ``--split-seeds`` value, or a dict shots -> value); each split has its own fixed test tasks,
+    shared by every method of that split. Base and +CML arms share ``seed``, so their runs are
+    paired; ``dagger`` adds CML-dagger arms evaluated from the CML runs' saved models.
+    Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>[+cml]/}``.
+    """
     out = Path(out)
     names = [graph_info(g).name for g in graphs]
     for name in names:
         require(name in SETTINGS, f"graph '{name}' is not part of Table 3: use {', '.join(SETTINGS)}")
-    rows: List[Row] = []
-    skipped: List[Tuple[str, str]] = []
+    for m in methods:
+        require(m in BASE_METHODS, f"unknown Table 3 method '{m}': use {', '.join(BASE_METHODS)}")
+    report = Report([], [], [], {})
+    cells = []  # every cell's split seeds first, so a bad --split-seeds fails before anything is trained
     for name in names:
         try:  # downloads when online; offline without files -> skipped, with the loader's reason
-            load_graph(name, data_root)
+            data = load_graph(name, data_root)
         except GnnCmlError as exc:
-            skipped.append((name, str(exc)))
+            report.skipped.append((name, str(exc)))
             continue
-        for ways, shots in SETTINGS[name]:
-            cell = out / name / f"{ways}w{shots}s"
-            cell.mkdir(parents=True, exist_ok=True)
-            task_file = cell / "test_tasks.npz"
-            for method, cml in METHODS:
-                overrides = dict(graph=name, method=method, cml=cml, ways=ways, shots=shots, runs=runs,
-                                 seed=seed, data_root=data_root)
-                if quick:
-                    overrides.update(QUICK, runs=min(runs, QUICK["runs"]))
+        for ways, k in SETTINGS[name]:
+            if shots is not None and k not in shots:
+                continue
+            spec = split_seeds.get(k, 1) if isinstance(split_seeds, dict) else split_seeds
+            seeds = parse_split_seeds(spec, int(data.num_classes), graph_info(name).split)
+            report.split_seeds[f"{name} {ways}w{k}s"] = seeds
+            cells.append((name, ways, k, seeds))
+    for name, ways, k, seeds in cells:
+        _run_cell(report, name, ways, k, seeds, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite,
+                  data_root, seed, progress, methods, dagger)
+    return report
+
+
+def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick, resume, overwrite, data_root,
+              seed, progress, methods, dagger) -> None:
+    setting = f"{ways}-way {shots}-shot"
+    paper = PAPER.get((name, shots), {})
+    accs: Dict[str, Dict[int, List[float]]] = {}
+    for split_seed in seeds:
+        where = cell / f"split_{split_seed}"
+        on_paper = paper if split_seed == PAPER_SPLIT_SEED else {}  # the paper's numbers are on its split
+        for method in methods:
+            results = {}
+            for cml in (False, True):
+                overrides = dict(graph=name, method=method, cml=cml, ways=ways, shots=shots, runs=runs, seed=seed,
+                                 split_seed=split_seed, data_root=data_root, **(QUICK if quick else {}))
                 cfg = resolve(overrides)
-                if not task_file.exists():
-                    GraphTask.build(cfg).test_tasks().save(task_file)
-                run_dir = cell / label(method, cml)
-                done = run_dir / "results.json"
-                if resume and done.exists():
-                    result = json.loads(done.read_text())
-                else:
-                    result = run_experiment(cfg, run_dir, resume=resume, overwrite=overwrite,
-                                            task_file=task_file, progress=progress)
-                acc = result["test_accuracy"]
-                rows.append(Row(name, f"{ways}-way {shots}-shot", label(method, cml), acc["mean"], acc["ci95"],
-                                len(acc["runs"]), PAPER.get((name, shots), {}).get(label(method, cml)),
-                                result.get("episodes_per_s"), result.get("wall_time_s")))
-    return rows, skipped
+                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
+                run_dir = where / label(method, cml)
+                res = run_arm(cfg, run_dir, task_file, resume, overwrite, progress)
+                results[cml] = res
+                acc = res["test_accuracy"]["runs"]
+                accs.setdefault(label(method, cml), {})[split_seed] = acc
+                t = t_interval(acc)
+                report.rows.append(Row(name, setting, label(method, cml), t["mean"], t["ci95"], len(acc),
+                                       on_paper.get(label(method, cml)), finite(res.get("episodes_per_s")),
+                                       finite(res.get("wall_time_s")), str(split_seed)))
+            link_pair(where / method, where / label(method, True))  # writes paired_with into the CML run
+            if dagger:
+                d = dagger_arm(where / label(method, True), results[False], resume)
+                accs.setdefault(f"{method}+dagger", {})[split_seed] = d["test_accuracy"]["runs"]
+                t = t_interval(d["test_accuracy"]["runs"])
+                report.rows.append(Row(name, setting, f"{method}+dagger", t["mean"], t["ci95"],
+                                       len(d["test_accuracy"]["runs"]), None, None, None, str(split_seed)))
+    for method in methods:
+        for arm in ("cml", "dagger") if dagger else ("cml",):
+            nested = nested_stats({s: (accs[method][s], accs[f"{method}+{arm}"][s]) for s in seeds})
+            pd = paper_delta(name, shots, method, arm)
+            for s, st in nested["per_split"].items():
+                report.pairs.append(PairRow(
+                    name, setting, shots, s, method, arm, st["n"], st["base"]["mean"], st["base"]["ci95"],
+                    st["treated"]["mean"], st["treated"]["ci95"], st["delta"], st["delta_ci95"], st["delta_low"],
+                    st["delta_high"], st["wilcoxon_p"], pd if s == str(PAPER_SPLIT_SEED) else None, st["flags"],
+                    st["interval"]))
+            if len(seeds) > 1:
+                b, pr = nested["between_splits"], nested["pooled_runs"]
+                report.pairs.append(PairRow(
+                    name, setting, shots, "pooled", method, arm, b["n"], b["base"]["mean"], b["base"]["ci95"],
+                    b["treated"]["mean"], b["treated"]["ci95"], b["delta"], b["delta_ci95"], b["delta_low"],
+                    b["delta_high"], b["wilcoxon_p"], pd, b["flags"], b["interval"], b["split_deltas"],
+                    pr["delta"], pr["delta_ci95"], pr["wilcoxon_p"]))
+        if len(seeds) > 1:
+            for lab in [method, label(method, True)] + ([f"{method}+dagger"] if dagger else []):
+                t = t_interval([t_interval(accs[lab][s])["mean"] for s in seeds])
+                report.rows.append(Row(name, setting, lab, t["mean"], t["ci95"], len(seeds),
+                                       paper.get(lab), None, None, "pooled"))
 
 
 def _fmt(v: Optional[float], digits: int = 2) -> str:
     return "-" if v is None or v != v else f"{v:.{digits}f}"
 
 
-def write_reports(rows: List[Row], skipped: List[Tuple[str, str]], out: Path, command: str) -> List[Path]:
-    """Write table3.md, table3.csv and table3.png to ``out``."""
+def _pm(mean: Optional[float], ci: Optional[float]) -> str:
+    return "-" if mean is None else f"{mean:.2f} ± {_fmt(ci)}"
+
+
+def _signed(mean: Optional[float], ci: Optional[float]) -> str:
+    return "-" if mean is None else f"{round(mean, 2) + 0.0:+.2f} ± {_fmt(ci)}"  # + 0.0: no "-0.00"
+
+
+def _p(p: Optional[float]) -> str:
+    return "-" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def _yes_no(v: Optional[bool]) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def pair_table(pairs: List[PairRow]) -> List[str]:
+    """The paired comparison as markdown lines."""
+    lines = ["| graph | setting | split | method | runs | base | arm | Δ ± paired CI | Wilcoxon p | paper Δ | "
+             "paper's Δ inside our CI? | pooled-runs Δ ± CI | flags |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in pairs:
+        pooled = _signed(r.pooled_runs_delta, r.pooled_runs_ci95) if r.split == "pooled" else ""
+        runs = f"{r.n} splits" if r.split == "pooled" else str(r.n)
+        lines.append(f"| {r.graph} | {r.setting} | {r.split} | {r.arm_label} | {runs} | {_pm(r.base_mean, r.base_ci95)} | "
+                     f"{_pm(r.arm_mean, r.arm_ci95)} | {_signed(r.delta, r.delta_ci95)} | {_p(r.wilcoxon_p)} | "
+                     f"{'-' if r.paper_delta is None else f'{r.paper_delta:+.2f}'} | {_yes_no(r.paper_inside)} | "
+                     f"{pooled} | {', '.join(r.flags)} |")
+    return lines
+
+
+def write_reports(report: Report, out: Path, command: str) -> List[Path]:
+    """Write table3.md, table3.csv (paired), table3_arms.csv, table3.json, table3.png, table3_forest.png."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    rows, pairs = report.rows, report.pairs
+    pair_cols = ["graph", "setting", "split", "method", "arm", "n", "n_unit", "base_mean", "base_ci95", "arm_mean",
+                 "arm_ci95", "delta", "delta_ci95", "delta_low", "delta_high", "wilcoxon_p", "paper_delta",
+                 "paper_delta_in_our_ci", "pooled_runs_delta", "pooled_runs_ci95", "pooled_runs_wilcoxon_p",
+                 "flags", "interval"]
     with open(out / "table3.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["graph", "setting", "method", "ours_mean", "ours_ci95", "runs", "paper", "paper_in_our_ci",
-                    "episodes_per_s", "wall_time_s"])
+        w.writerow(pair_cols)
+        for r in pairs:
+            w.writerow([r.graph, r.setting, r.split, r.method, r.arm, r.n,
+                        "splits" if r.split == "pooled" else "runs", _fmt(r.base_mean), _fmt(r.base_ci95),
+                        _fmt(r.arm_mean), _fmt(r.arm_ci95), _fmt(r.delta), _fmt(r.delta_ci95), _fmt(r.delta_low),
+                        _fmt(r.delta_high), _p(r.wilcoxon_p), _fmt(r.paper_delta), _yes_no(r.paper_inside),
+                        _fmt(r.pooled_runs_delta), _fmt(r.pooled_runs_ci95), _p(r.pooled_runs_wilcoxon_p),
+                        ";".join(r.flags), r.interval])
+    with open(out / "table3_arms.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["graph", "setting", "split", "method", "ours_mean", "ours_ci95", "runs", "paper",
+                    "paper_in_our_ci", "episodes_per_s", "wall_time_s"])
         for r in rows:
-            w.writerow([r.graph, r.setting, r.method, _fmt(r.mean), _fmt(r.ci95), r.runs, _fmt(r.paper),
+            w.writerow([r.graph, r.setting, r.split, r.method, _fmt(r.mean), _fmt(r.ci95), r.runs, _fmt(r.paper),
                         r.paper_in_ci, _fmt(r.episodes_per_s, 1), _fmt(r.wall_time_s, 1)])
-    lines = ["# Table 3: few-shot node classification (test accuracy, %)", "",
+    payload = {"command": command, "split_seeds": report.split_seeds,
+               "pairs": [dict(asdict(r), paper_delta_in_our_ci=r.paper_inside) for r in pairs],
+               "arms": [asdict(r) for r in rows], "skipped": [{"graph": g, "reason": why} for g, why in report.skipped]}
+    (out / "table3.json").write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
+    lines = ["# Table 3: does CML help? Paired comparisons (test accuracy, %)", "",
              f"Command: `{command}`", "",
-             "Ours: mean over runs of the per-run accuracy on the same fixed test tasks for every method, "
-             "± the half-width of a Student-t 95% CI over runs. The paper reports means over 5 runs "
-             "(its reference code re-draws test tasks at each validation gain).", "",
-             "| graph | setting | method | ours | paper | paper in our CI | runs | episodes/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Base and +CML (and CML-dagger) runs share seeds: the same initial shared weights, episodes and "
+             "fixed test tasks, so each run gives one paired difference Δ = arm − base (points). Per split: "
+             "each arm's mean ± Student-t 95% CI over runs, Δ ± the paired-t 95% CI (df = runs − 1), and the "
+             "two-sided Wilcoxon signed-rank p-value. `pooled` rows (several class splits, runs nested in "
+             "splits): the mean of the per-split means ± a t-CI over splits (df = splits − 1; the split is "
+             "the unit of replication, so split-to-split variation of the effect is included), Wilcoxon over "
+             "the per-split Δ; the pooled-runs column pools every run (assumes no split effect, so it is "
+             "narrower). Paper Δ: the paper's Table 3 (+CML − base, on its split 1234, 5 runs, re-drawn "
+             "test tasks); it is shown, and compared with our CI, on the paper's split and on the pooled rows. "
+             "CML-dagger is evaluated from the CML runs' saved models (the paper has no graph numbers for "
+             "it). Flags: few_runs/few_splits = fewer than 3 (CI unreliable), all_zero_differences = Wilcoxon "
+             "undefined.", ""]
+    lines += pair_table(pairs)
+    lines += ["", "## Every arm", "", "| graph | setting | split | method | ours | paper | paper in our CI | runs | "
+              "episodes/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.graph} | {r.setting} | {r.method} | {_fmt(r.mean)} ± {_fmt(r.ci95)} | {_fmt(r.paper)} | "
-                     f"{r.paper_in_ci} | {r.runs} | {_fmt(r.episodes_per_s, 1)} |")
-    if skipped:
-        lines += ["", "Skipped graphs:", ""] + [f"- {g}: {why}" for g, why in skipped]
+        lines.append(f"| {r.graph} | {r.setting} | {r.split} | {r.method} | {_pm(r.mean, r.ci95)} | {_fmt(r.paper)} | "
+                     f"{r.paper_in_ci} | {r.runs}{' splits' if r.split == 'pooled' else ''} | "
+                     f"{_fmt(r.episodes_per_s, 1)} |")
+    if report.split_seeds:
+        lines += ["", "Class splits (reference rule; seed 1234 is the paper's): " + "; ".join(
+            f"{cell}: {', '.join(map(str, s))}" for cell, s in report.split_seeds.items())]
+    if report.skipped:
+        lines += ["", "Skipped graphs:", ""] + [f"- {g}: {why}" for g, why in report.skipped]
     (out / "table3.md").write_text("\n".join(lines) + "\n")
-    paths = [out / "table3.md", out / "table3.csv"]
+    paths = [out / "table3.md", out / "table3.csv", out / "table3_arms.csv", out / "table3.json"]
     if rows:
-        paths.append(_plot(rows, out / "table3.png"))
+        paths.append(_plot([r for r in rows if r.split == str(PAPER_SPLIT_SEED)] or rows, out / "table3.png"))
+    if pairs:
+        paths.append(forest_plot(pairs, out / "table3_forest.png"))
     return paths
+
+
+def _strict(obj):
+    """Replace NaN/inf by None everywhere (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, float):
+        return finite(obj)
+    return obj
+
+
+def forest_rows(pairs: List[PairRow]) -> List[PairRow]:
+    """One row per cell (graph, setting, method, arm): the pooled row if the cell has several splits."""
+    pooled = {(r.graph, r.setting, r.method, r.arm) for r in pairs if r.split == "pooled"}
+    return [r for r in pairs if r.split == "pooled" or (r.graph, r.setting, r.method, r.arm) not in pooled]
+
+
+def forest_plot(pairs: List[PairRow], path: Path) -> Path:
+    """Our Δ with its 95% CI per cell, the paper's Δ as a marker, a zero line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = forest_rows(pairs)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.38 * len(rows)))
+    ax.axvline(0, color="grey", lw=1, ls="--", zorder=0)
+    shown = set()
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        if r.delta is not None:
+            lo = r.delta_low if r.delta_low is not None else r.delta
+            hi = r.delta_high if r.delta_high is not None else r.delta
+            ax.errorbar([r.delta], [y], xerr=[[r.delta - lo], [hi - r.delta]], fmt="o", color="tab:blue", capsize=3,
+                        label=None if "ours" in shown else "our Δ ± 95% CI", zorder=2)
+            shown.add("ours")
+            for d in r.split_deltas:
+                ax.scatter([d], [y], s=10, color="tab:blue", alpha=0.35, zorder=1,
+                           label=None if "split" in shown else "per-split Δ")
+                shown.add("split")
+        if r.paper_delta is not None:
+            ax.scatter([r.paper_delta], [y], marker="D", s=40, color="tab:red", zorder=3,
+                       label=None if "paper" in shown else "paper's Δ")
+            shown.add("paper")
+    split_txt = lambda r: f"{r.n} splits" if r.split == "pooled" else f"split {r.split}, {r.n} runs"  # noqa: E731
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r.graph} {r.setting} {r.arm_label} ({split_txt(r)})" for r in reversed(rows)], fontsize=7)
+    ax.set_xlabel("Δ test accuracy, arm − base (points)")
+    ax.set_title("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
+                 "several splits: t-CI over the per-split mean Δ)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _plot(rows: List[Row], path: Path) -> Path:
@@ -156,7 +491,7 @@ def _plot(rows: List[Row], path: Path) -> Path:
     ax.set_xticks(x)
     ax.set_xticklabels([f"{g}\n{s}" for g, s in cells], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Table 3 reproduction (bars: ours ± 95% CI; black ticks: paper)")
+    ax.set_title("Table 3 reproduction, split 1234 (bars: ours ± 95% CI; black ticks: paper)")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -165,10 +500,22 @@ def _plot(rows: List[Row], path: Path) -> Path:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--graphs", default="citeseer,amazon_computers,corafull,cora",
-                   help="comma-separated Table 3 graphs (unavailable ones are reported as skipped)")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="a smoke run of a few minutes (1 run, few episodes)")
+    p.add_argument("--graphs", help="comma-separated Table 3 graphs (unavailable ones are reported as skipped; "
+                                    "default citeseer,amazon_computers,corafull,cora)")
+    p.add_argument("--methods", help=f"comma-separated base learners, each run with and without CML "
+                                     f"(default {','.join(BASE_METHODS)})")
+    p.add_argument("--shots", help="only these shot settings, e.g. 5 (default: every setting of the graph)")
+    p.add_argument("--runs", type=int, help=f"paired runs per arm and split (default {DEFAULT_RUNS}; "
+                                            f"{QUICK_RUNS} with --quick)")
+    p.add_argument("--split-seeds", help="class splits per cell: a count S (the first S seeds from 1234 with "
+                                         "distinct test classes; 1234 is the paper's split) or a comma list of "
+                                         "seeds like 1234,1240 (default 1)")
+    p.add_argument("--dagger", action="store_true", default=None,
+                   help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner)")
+    p.add_argument("--study", action="store_true",
+                   help="issue 11's full study: citeseer,cora; gmeta,ammgnn,maml ± CML and CML-dagger; 20 runs; "
+                        "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override)")
+    p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so ({QUICK_RUNS} runs, few episodes)")
     p.add_argument("--out", type=Path, default=Path("results/table3"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--root", dest="data_root", help="data root (default $GNN_CML_DATA or ./data)")
@@ -177,17 +524,37 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def run(args) -> int:
-    import sys
+def _csv(text: Optional[str], what: str) -> Optional[List[str]]:
+    if text is None:
+        return None
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    require(items, f"--{what} is empty: name at least one")
+    return items
 
-    require(args.runs > 0, f"--runs must be positive, got {args.runs}")
-    graphs = [g for g in args.graphs.split(",") if g.strip()]
-    require(graphs, "--graphs is empty: name at least one graph, e.g. --graphs citeseer")
-    rows, skipped = run_table3(graphs, args.out, args.runs, args.quick, args.resume, args.overwrite,
-                               args.data_root, args.seed, progress=not args.no_progress)
-    command = "gnn-cml reproduce table3 " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else "gnn-cml reproduce table3"
-    for path in write_reports(rows, skipped, args.out, command.strip()):
+
+def run(args) -> int:
+    study = STUDY if args.study else {}
+    graphs = _csv(args.graphs or study.get("graphs") or "citeseer,amazon_computers,corafull,cora", "graphs")
+    methods = _csv(args.methods or study.get("methods") or ",".join(BASE_METHODS), "methods")
+    shots = None
+    if args.shots:
+        try:
+            shots = [int(s) for s in _csv(args.shots, "shots")]
+        except ValueError:
+            raise GnnCmlError(f"--shots must be a comma list of integers like 1,5, got {args.shots!r}") from None
+    runs = args.runs if args.runs is not None else (QUICK_RUNS if args.quick else study.get("runs", DEFAULT_RUNS))
+    require(runs > 0, f"--runs must be positive, got {runs}")
+    split_seeds = args.split_seeds if args.split_seeds is not None else study.get("split_seeds", 1)
+    dagger = bool(args.dagger if args.dagger is not None else study.get("dagger", False))
+    report = run_table3(graphs, args.out, runs, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
+                        progress=not args.no_progress, methods=methods, shots=shots, split_seeds=split_seeds,
+                        dagger=dagger)
+    command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
+        else "gnn-cml reproduce table3"
+    paths = write_reports(report, args.out, command)
+    print((Path(args.out) / "table3.md").read_text())
+    for path in paths:
         print(path)
-    for g, why in skipped:
+    for g, why in report.skipped:
         print(f"skipped {g}: {why}")
     return 0
