@@ -96,3 +96,30 @@ def test_numpy_and_torch_step_loops_agree():
     for a, b in zip(*outs):
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
     assert not torch.equal(outs[0][1], w2)  # the loop did update the weights
+
+
+@pytest.mark.parametrize("pool,layers", [("mean", 2), ("center", 2), ("mean", 3)])
+def test_subgraph_encoder_without_output_activation_equals_each_subgraph_gcn(graphs, pool, layers):
+    """The collapsed last layer (pool Â) h W + b equals pooling the plain subgraph GCN's output."""
+    import numpy as np
+
+    from gnn_cml.models import SubgraphGCN
+
+    data, graph = graphs["cora"]
+    torch.manual_seed(0)
+    enc = SubgraphGCN(graph.num_features, 8, layers=layers, dropout=0.0, pool=pool,
+                      out_activation="none").bind(graph).double()
+    nodes = np.array([3, 17, 1200, 2500])
+    inputs = enc.prepare(torch.from_numpy(nodes))
+    assert ("pool_adj" in inputs) and (("adj" in inputs) == (layers > 2)) and "pool" not in inputs
+    out = enc(inputs, training=False)
+    for row, v in zip(out, nodes):
+        s = graph.neighbourhood(np.array([v]), 2)
+        a = torch.from_numpy(graph.adj[s][:, s].toarray()).double()
+        h = torch.from_numpy(graph.x[s]).double()
+        for i, layer in enumerate(enc.layers):
+            h = a @ (h @ layer.weight.t()) + layer.bias
+            if i < layers - 1:
+                h = torch.relu(h)
+        expected = h.mean(0) if pool == "mean" else h[int(np.searchsorted(s, v))]
+        assert torch.allclose(row, expected, atol=1e-8)

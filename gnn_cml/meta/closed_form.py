@@ -56,7 +56,7 @@ def _propagation_parts(enc, inputs):
     from gnn_cml.models.encoders import SubgraphGCN
 
     if isinstance(enc, SubgraphGCN):
-        return [inputs["pool"], inputs["adj"]]
+        return [inputs["pool_adj"]] if "pool_adj" in inputs else [inputs["pool"], inputs["adj"]]
     return list(inputs["adj"])
 
 
@@ -64,6 +64,8 @@ def _propagation(enc, inputs, dtype) -> torch.Tensor:
     from gnn_cml.models.encoders import SubgraphGCN
 
     if isinstance(enc, SubgraphGCN):
+        if "pool_adj" in inputs:
+            return inputs["pool_adj"].dense.to(dtype)
         pool, adj = inputs["pool"].dense.to(dtype), inputs["adj"].dense.to(dtype)
         return pool @ adj
     return inputs["adj"][0].dense.to(dtype)

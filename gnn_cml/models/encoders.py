@@ -199,25 +199,47 @@ class SubgraphGCN(GraphEncoder):
         sizes = np.array([len(s) for s in subsets])
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         total = int(bounds[-1])
-        blocks = _stack_csr([(p.adj_data, p.adj_indices, p.adj_indptr) for p in parts], total, bounds)
         if parts[0].x_dense is None:
             x = _stack_csr([(p.x_data, p.x_indices, p.x_indptr) for p in parts], g.num_features)
         else:
             x = np.concatenate([p.x_dense for p in parts])
-        pool = np.zeros((len(nodes), total), np.float32)
-        if self.pool == "mean":
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-                pool[i, a:b] = 1.0 / (b - a)
-        else:
-            pool[np.arange(len(nodes)), bounds[:-1] + np.array([np.searchsorted(s, v) for s, v in
-                                                               zip(subsets, nodes)])] = 1.0
-        return {"x": RowBlock.sparse_rows(x), "adj": RowBlock.from_matrix(blocks), "pool": RowBlock.from_matrix(pool)}
+        inputs = {"x": RowBlock.sparse_rows(x)}
+        collapse = self.num_layers >= 2 and self.out_act is ACTIVATIONS["none"]
+        if collapse:
+            # No output activation: pooling commutes with the last layer, pool(Â h W + b) = (pool Â) h W + b,
+            # so the last layer needs one n x R row block instead of the R x R subgraph adjacency.
+            pool_adj = np.zeros((len(nodes), total), np.float32)
+            for i, (part, a) in enumerate(zip(parts, bounds[:-1])):
+                size = len(part.nodes)
+                if self.pool == "mean":
+                    pool_adj[i, a:a + size] = np.bincount(part.adj_indices, part.adj_data, size) / size
+                else:
+                    c = int(np.searchsorted(part.nodes, nodes[i]))
+                    lo, hi = part.adj_indptr[c], part.adj_indptr[c + 1]
+                    pool_adj[i, a + part.adj_indices[lo:hi]] = part.adj_data[lo:hi]
+            inputs["pool_adj"] = RowBlock.from_matrix(pool_adj)
+        if self.num_layers > 2 or not collapse:
+            blocks = _stack_csr([(p.adj_data, p.adj_indices, p.adj_indptr) for p in parts], total, bounds)
+            inputs["adj"] = RowBlock.from_matrix(blocks)
+        if not collapse:
+            pool = np.zeros((len(nodes), total), np.float32)
+            if self.pool == "mean":
+                for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                    pool[i, a:b] = 1.0 / (b - a)
+            else:
+                pool[np.arange(len(nodes)), bounds[:-1] + np.array([np.searchsorted(s, v) for s, v in
+                                                                   zip(subsets, nodes)])] = 1.0
+            inputs["pool"] = RowBlock.from_matrix(pool)
+        return inputs
 
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         first = self.layers[0]
         h = self._input_product(inputs, first.weight) + first.bias
-        for layer in list(self.layers)[1:]:
+        later = list(self.layers)[1:]
+        for i, layer in enumerate(later):
             h = self._drop(self.act(h), training)
+            if i == len(later) - 1 and "pool_adj" in inputs:
+                return inputs["pool_adj"].matmul(h @ layer.weight.t()) + layer.bias
             h = inputs["adj"].matmul(h @ layer.weight.t()) + layer.bias
         return inputs["pool"].matmul(self.out_act(h))
 
