@@ -29,6 +29,8 @@ PAPER = {  # mean test accuracy (%) from the paper's Table 3
     ("corafull", 5): {"gmeta": 75.84, "gmeta+cml": 76.02, "ammgnn": 75.61, "ammgnn+cml": 76.19},
 }
 QUICK = {"runs": 1, "episodes": 20, "val_every": 10, "val_tasks": 5, "test_tasks": 20, "inner_steps": 5}
+# Measured: `gnn-cml reproduce table3 --graphs citeseer,cora --quick` on 2 shared CPU cores (README).
+QUICK_TIME = "about 1 minute for citeseer and cora on 2 CPU cores"
 
 
 def label(method: str, cml: bool) -> str:
@@ -102,7 +104,8 @@ def _fmt(v: Optional[float], digits: int = 2) -> str:
     return "-" if v is None or v != v else f"{v:.{digits}f}"
 
 
-def write_reports(rows: List[Row], skipped: List[Tuple[str, str]], out: Path, command: str) -> List[Path]:
+def write_reports(rows: List[Row], skipped: List[Tuple[str, str]], out: Path, command: str,
+                  quick: bool = False) -> List[Path]:
     """Write table3.md, table3.csv and table3.png to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,16 +126,21 @@ def write_reports(rows: List[Row], skipped: List[Tuple[str, str]], out: Path, co
     for r in rows:
         lines.append(f"| {r.graph} | {r.setting} | {r.method} | {_fmt(r.mean)} ± {_fmt(r.ci95)} | {_fmt(r.paper)} | "
                      f"{r.paper_in_ci} | {r.runs} | {_fmt(r.episodes_per_s, 1)} |")
+    if any(r.runs < 3 for r in rows):
+        lines += ["", "Note: CIs from fewer than 3 runs are unreliable (from 1 run: undefined, shown as -)."]
+    if quick:
+        lines += ["", "Note: a quick (smoke) run (`--quick`): few episodes and 1 run; not comparable to the paper."]
     if skipped:
         lines += ["", "Skipped graphs:", ""] + [f"- {g}: {why}" for g, why in skipped]
     (out / "table3.md").write_text("\n".join(lines) + "\n")
     paths = [out / "table3.md", out / "table3.csv"]
     if rows:
-        paths.append(_plot(rows, out / "table3.png"))
+        paths.append(_plot(rows, out / "table3.png", quick))
     return paths
 
 
-def _plot(rows: List[Row], path: Path) -> Path:
+def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
+    """Ours (mean ± 95% CI over runs) beside the paper's values, on a y-range that shows the differences."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,39 +150,76 @@ def _plot(rows: List[Row], path: Path) -> Path:
     cells = list(dict.fromkeys((r.graph, r.setting) for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
     width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(cells)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(cells)), 4.4))
     x = np.arange(len(cells))
+    palette = plt.get_cmap("tab20").colors  # pairs: dark (with CML) and light (base) of one hue
+    bases = list(dict.fromkeys(m.replace("+cml", "") for m in methods))
+    shown: List[float] = []
+    paper_labelled = False
     for i, m in enumerate(methods):
         got = {(r.graph, r.setting): r for r in rows if r.method == m}
-        means = [got[c].mean if c in got and got[c].mean is not None else np.nan for c in cells]
-        errs = [got[c].ci95 if c in got and got[c].ci95 is not None and got[c].ci95 == got[c].ci95 else 0
-                for c in cells]
+        hue, cml = bases.index(m.replace("+cml", "")), m.endswith("+cml")
+        color = palette[(2 * hue + (0 if cml else 1)) % len(palette)]
         pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, means, width, yerr=errs, capsize=2, label=m)
-        papers = [got[c].paper if c in got and got[c].paper is not None else np.nan for c in cells]
-        ax.scatter(pos, papers, marker="_", s=120, color="black", zorder=3)
+        means = np.array([got[c].mean if c in got and got[c].mean is not None else np.nan for c in cells], float)
+        errs = np.array([got[c].ci95 if c in got and got[c].ci95 is not None and got[c].ci95 == got[c].ci95
+                         else 0.0 for c in cells], float)
+        ax.errorbar(pos, means, yerr=errs, fmt="s" if cml else "o", ms=6, color=color, ecolor=color, elinewidth=1.6,
+                    capsize=0, markeredgecolor="black" if cml else color, label=f"{m} (ours ± 95% CI)")
+        shown += [v for v in means - errs if v == v] + [v for v in means + errs if v == v]
+        papers = np.array([got[c].paper if c in got and got[c].paper is not None else np.nan for c in cells], float)
+        if np.isfinite(papers).any():
+            ax.scatter(pos, papers, marker="D", s=42, facecolor="white", edgecolor="black", linewidth=1.3, zorder=4,
+                       label=None if paper_labelled else "paper (Table 3)")
+            paper_labelled = True
+            shown += [v for v in papers if v == v]
+    if shown:  # a y-range around the values, not from 0: differences of a few points stay visible
+        lo, hi = min(shown), max(shown)
+        pad = max(2.0, 0.08 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    for boundary in x[1:] - 0.5:
+        ax.axvline(boundary, color="0.85", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([f"{g}\n{s}" for g, s in cells], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Table 3 reproduction (bars: ours ± 95% CI; black ticks: paper)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.grid(axis="y", color="0.9")
+    title = "Table 3 reproduction: ours (mean ± 95% CI over runs) vs paper (◇)"
+    if quick:
+        title += "\nQUICK (SMOKE) RUN: few episodes, 1 run, not comparable to the paper"
+    ax.set_title(title, fontsize=10, color="firebrick" if quick else "black")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
+def markdown_table(rows: List[Row]) -> List[str]:
+    """The compact table ``reproduce table3`` prints at the end: ours ± CI beside the paper."""
+    lines = ["| graph | setting | method | ours (± 95% CI) | paper | runs |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.graph} | {r.setting} | {r.method} | {_fmt(r.mean)} ± {_fmt(r.ci95)} | {_fmt(r.paper)} | "
+                     f"{r.runs} |")
+    if any(r.runs < 3 for r in rows):
+        lines += ["", "CIs from fewer than 3 runs are unreliable (1 run: undefined, shown as -)."]
+    return lines
+
+
 def add_arguments(p) -> None:
-    p.add_argument("--graphs", default="citeseer,amazon_computers,corafull,cora",
-                   help="comma-separated Table 3 graphs (unavailable ones are reported as skipped)")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="a smoke run of a few minutes (1 run, few episodes)")
-    p.add_argument("--out", type=Path, default=Path("results/table3"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--root", dest="data_root", help="data root (default $GNN_CML_DATA or ./data)")
-    p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
-    p.add_argument("--overwrite", action="store_true", help="replace existing cells")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--graphs", default="citeseer,amazon_computers,corafull,cora", metavar="G,G",
+                   help="comma-separated Table 3 graphs; unavailable ones are reported as skipped "
+                        "(default: citeseer,amazon_computers,corafull,cora)")
+    p.add_argument("--runs", type=int, default=5, metavar="N", help="independent runs per cell (default: 5)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke run: 1 run of {QUICK['episodes']} episodes per cell, {QUICK_TIME} (default: off)")
+    p.add_argument("--out", type=Path, default=Path("results/table3"), metavar="DIR",
+                   help="output directory (default: results/table3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
+    p.add_argument("--root", dest="data_root", metavar="DIR", help="data root (default: $GNN_CML_DATA, else ./data)")
+    p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones "
+                                                         "(default: off)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing cells (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
 
 
 def run(args) -> int:
@@ -186,7 +231,13 @@ def run(args) -> int:
     rows, skipped = run_table3(graphs, args.out, args.runs, args.quick, args.resume, args.overwrite,
                                args.data_root, args.seed, progress=not args.no_progress)
     command = "gnn-cml reproduce table3 " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else "gnn-cml reproduce table3"
-    for path in write_reports(rows, skipped, args.out, command.strip()):
+    paths = write_reports(rows, skipped, args.out, command.strip(), args.quick)
+    if rows:
+        print("\n".join(markdown_table(rows)))
+        if args.quick:
+            print("quick (smoke) run: few episodes and 1 run per cell; not comparable to the paper")
+        print()
+    for path in paths:
         print(path)
     for g, why in skipped:
         print(f"skipped {g}: {why}")
