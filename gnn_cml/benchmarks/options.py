@@ -51,7 +51,7 @@ def add_common_arguments(p: argparse.ArgumentParser, out: str, shots: Sequence[i
 def add_regression_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``gnn-cml reproduce regression``."""
     add_common_arguments(p, "results/regression", shots=(5, 10, 20), seeds=(0, 1, 2),
-                         iterations=REGRESSION_ITERATIONS, quick="150 episodes per run, about 1 minute on 2 CPU cores")
+                         iterations=REGRESSION_ITERATIONS, quick="150 episodes per run, about 1.5 minutes on 2 CPU cores")
     p.add_argument("--test-tasks", type=int, default=REGRESSION_TEST_TASKS, metavar="N",
                    help=f"fixed test tasks per seed (default: {REGRESSION_TEST_TASKS})")
 

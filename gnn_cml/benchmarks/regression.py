@@ -217,7 +217,8 @@ def plot_fits(fitted: Dict[int, Dict[str, MetaLearner]], seed: int, path: Path, 
             model.eval()
             pred = model(episode, train=False).logits.detach().numpy()
             st = style(method, i)
-            ax.plot(grid, pred, color=st["color"], ls=st["ls"], lw=1.8, label=f"{method} (after 1 inner step)")
+            ax.plot(grid, pred, color=st["color"], ls=st["ls"], lw=st["lw"], zorder=st["zorder"],
+                    label=f"{method} (after 1 inner step)")
         ax.scatter(x, episode.support_y.numpy(), marker="^", s=40, color="gold", edgecolor="black", zorder=4,
                    label="support points")
         ax.set_title(f"K = {shots}")
