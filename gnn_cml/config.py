@@ -118,20 +118,23 @@ def describe_default(name: str) -> str:
     default = _FIELDS[name].default
     if default is dataclasses.MISSING:
         default = _FIELDS[name].default_factory()
-    shown = {None: "none", True: "on", False: "off"}.get(default, default) if not isinstance(default, (int, float)) \
-        or isinstance(default, bool) else default
-    text = f"default: {_FIELDS[name].metadata.get('default_text') or shown}"
+    def show(value: Any) -> Any:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return "none" if value is None else value
+
+    text = f"default: {_FIELDS[name].metadata.get('default_text') or show(default)}"
     parts = []
     by_method: Dict[Any, List[str]] = {}
     for method, values in METHOD_DEFAULTS.items():
         if name in values and values[name] != default:
             by_method.setdefault(values[name], []).append(method)
-    parts += [f"{v} for {', '.join(ms)}" for v, ms in by_method.items()]
+    parts += [f"{show(v)} for {', '.join(ms)}" for v, ms in by_method.items()]
     by_graph: Dict[Any, List[str]] = {}
     for graph, values in GRAPH_DEFAULTS.items():
         if name in values and values[name] != default:
             by_graph.setdefault(values[name], []).append(graph)
-    parts += [f"{v} on {', '.join(gs)}" for v, gs in by_graph.items()]
+    parts += [f"{show(v)} on {', '.join(gs)}" for v, gs in by_graph.items()]
     if parts:
         text += "; " + "; ".join(parts) + "; a run's resolved value is in its config.yaml"
     return text
