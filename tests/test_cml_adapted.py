@@ -61,7 +61,7 @@ def test_co_learner_reads_adapted_features(first_order):
     assert co_loss == pytest.approx(on_adapted, rel=1e-4, abs=1e-5)
     assert co_loss != pytest.approx(on_unadapted, rel=1e-3)
     # The outer objective adds gamma times exactly that loss.
-    assert float(result.loss) == pytest.approx(result.metrics["query_loss"] + gamma * on_adapted, rel=1e-5)
+    assert float(result.loss.detach()) == pytest.approx(result.metrics["query_loss"] + gamma * on_adapted, rel=1e-5)
 
 
 def test_co_learner_gradient_reaches_the_encoder_through_the_adapted_features():
