@@ -142,9 +142,12 @@ class TrainProgress:
     def episode(self, episode: int) -> None:
         self.line.update(self.text(episode))
 
-    def validated(self, episode: int, val: float, best: float, best_episode: int, bad: int) -> None:
+    def validated(self, episode: int, val: float, best: float, best_episode: int, bad: int,
+                  final: bool = False) -> None:
+        """A validation's outcome; ``final`` (the run ends here) leaves the line to :meth:`finish`."""
         self.val, self.best, self.best_episode, self.bad = val, best, best_episode, bad
-        self.line.update(self.text(episode), important=True)
+        if not final or self.line.tty:
+            self.line.update(self.text(episode), important=True)
 
     def finish(self, episode: int, stopped_early: bool) -> None:
         why = (f"stopped early: {self.patience} validations without gain" if stopped_early

@@ -186,7 +186,8 @@ class Trainer:
                     self._validate(window)
                     window = []
                     progress.validated(self.episode, self.history[-1][f"val_{cfg.metric}"], self.best_score,
-                                       self.best_episode, self.bad_validations)
+                                       self.best_episode, self.bad_validations,
+                                       final=self.stopped_early or self.episode >= cfg.episodes)
             progress.finish(self.episode, self.stopped_early)
         finally:
             progress.close()
