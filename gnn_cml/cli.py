@@ -1,4 +1,9 @@
-"""The ``gnn-cml`` command line: one module per subcommand in ``gnn_cml.commands``."""
+"""The ``gnn-cml`` command line: one module per subcommand in ``gnn_cml.commands``.
+
+Printing help imports neither torch nor torch_geometric: command modules import them inside
+``run``, so ``gnn-cml --help`` and ``gnn-cml <command> --help`` answer at once
+(``benchmarks/help_time.py`` measures it).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,17 +14,25 @@ from typing import List, Optional
 
 from gnn_cml.errors import GnnCmlError
 
-# subcommand name -> module in gnn_cml.commands exposing add_arguments(parser) and run(args)
+DESCRIPTION = "Few-shot node classification with meta-learning and CML (Cooperative Meta-Learning, UAI 2024)."
+EPILOG = """Run `gnn-cml COMMAND --help` for a command's options and their defaults.
+Data: --root DIR, else $GNN_CML_DATA, else ./data (see data/README.md)."""
+
+# subcommand name -> help; gnn_cml.commands.<name> exposes add_arguments(parser) and run(args)
 COMMANDS = {
-    "datasets": "Known graphs: size, default class split, local availability.",
-    "train": "Meta-train a learner on a graph (optionally with CML) and test it.",
-    "evaluate": "Re-evaluate a saved run on fixed test tasks.",
-    "reproduce": "Reproduce the paper's tables (table3, gamma, regression, omniglot).",
+    "datasets": "list the known graphs: size, default class split, which files are present locally",
+    "train": "meta-train a learner on a graph (optionally with CML) and test it",
+    "evaluate": "re-evaluate a saved run on its fixed test tasks",
+    "reproduce": "reproduce the paper's experiments (table3, gamma, regression, omniglot)",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gnn-cml", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="gnn-cml", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from gnn_cml import __version__
+
+    parser.add_argument("--version", action="version", version=f"gnn-cml {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text in COMMANDS.items():
@@ -29,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"gnn_cml.commands.{name}":
                 raise
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -38,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "datasets" and not getattr(args, "no_progress", True) and os.environ.get("RANK", "0") == "0":
+        # Importing torch and torch_geometric takes seconds: say so before the silence.
+        print(f"gnn-cml {args.command}: starting (loading torch) ...", file=sys.stderr, flush=True)
     if "OMP_NUM_THREADS" not in os.environ:
         # Episode-sized work is fastest on one thread; more threads slow it down on busy machines
         # (benchmarks/RESULTS.md). OMP_NUM_THREADS chooses otherwise.

@@ -5,7 +5,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -14,49 +14,75 @@ from gnn_cml.errors import GnnCmlError, require
 METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn")
 
 
+def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
+         choices: Optional[Sequence[str]] = None, cli: bool = True, metavar: Optional[str] = None,
+         default_text: Optional[str] = None):
+    """A RunConfig field with what ``gnn-cml train --help`` shows for it (the one source of truth).
+
+    ``cli=False``: settable only in a ``--config`` YAML file. ``flag``: the option name when it
+    is not ``--field-name``. ``choices``: the allowed values (checked by :func:`validate`).
+    """
+    meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None, "cli": cli,
+            "metavar": metavar, "default_text": default_text}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a graph meta-learning run (saved as ``config.yaml``)."""
 
-    graph: str = "citeseer"
-    method: str = "maml"
-    cml: bool = False
-    gamma: float = 0.2
-    dagger: bool = False
-    co_hidden: List[int] = field(default_factory=lambda: [16])
-    ways: int = 2
-    shots: int = 1
-    queries: int = 5
-    test_queries: int = 10
-    split: Optional[List[int]] = None
-    split_seed: int = 1234
-    split_rule: str = "reference"
-    labels_per_class: Optional[int] = None
-    episodes: int = 1000
-    meta_batch: int = 1
-    lr: float = 0.001
-    weight_decay: float = 0.0
-    inner_steps: int = 20
-    inner_lr: float = 0.05
-    test_inner_steps: Optional[int] = None
-    first_order: bool = True
-    init: str = "reference"
-    backbone: str = "gcn"
-    hidden: int = 16
-    layers: int = 2
-    dropout: float = 0.5
-    out_activation: str = "none"
-    norm: str = "row"
-    pool: str = "mean"
-    modulation: str = "reference"
-    query_eval: bool = False
-    val_every: int = 10
-    val_tasks: int = 20
-    patience: int = 10
-    test_tasks: int = 100
-    runs: int = 5
-    seed: int = 0
-    data_root: Optional[str] = None
+    graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
+                      metavar="NAME")
+    method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
+                               "MAML), ammgnn (feature modulation + MAML), protonet or gpn",
+                       metavar="|".join(METHODS))
+    cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
+    gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
+    dagger: bool = _opt(False, "CML-dagger: predict with the co-learner at test time (with --cml)")
+    co_hidden: List[int] = _opt(help="hidden layer sizes of the co-learner", factory=lambda: [16], cli=False)
+    ways: int = _opt(2, "N: classes per task")
+    shots: int = _opt(1, "K: labelled support nodes per class")
+    queries: int = _opt(5, "query nodes per class in training and validation tasks")
+    test_queries: int = _opt(10, "query nodes per class in the fixed test tasks")
+    split: Optional[List[int]] = _opt(None, "train,val,test class counts, e.g. 3,2,2", metavar="TRAIN,VAL,TEST",
+                                      default_text="the graph's split in `gnn-cml datasets`")
+    split_seed: int = _opt(1234, "seed of the class split (1234: the paper's code)")
+    split_rule: str = _opt("reference", "how classes are split: reference (np.random.choice, the paper's code) "
+                                        "or shuffle (random.shuffle, as TLP's scripts)",
+                           choices=("reference", "shuffle"))
+    labels_per_class: Optional[int] = _opt(None, "use only this many labelled nodes per training class", cli=False)
+    episodes: int = _opt(1000, "the most meta-training episodes per run (early stopping usually ends sooner)")
+    meta_batch: int = _opt(1, "tasks per meta-update")
+    lr: float = _opt(0.001, "outer (Adam) learning rate")
+    weight_decay: float = _opt(0.0, "Adam weight decay", cli=False)
+    inner_steps: int = _opt(20, "inner-loop gradient steps per task")
+    inner_lr: float = _opt(0.05, "inner-loop step size")
+    test_inner_steps: Optional[int] = _opt(None, "inner steps at meta-test (default: inner_steps)", cli=False)
+    first_order: bool = _opt(True, "first-order inner loop, as the paper's code (--second-order: back-propagate "
+                                   "through the inner updates)", flag="--first-order")
+    init: str = _opt("reference", "weight init: reference (uniform +-1/sqrt(out_features), the paper's code) or "
+                                  "torch (nn.Linear's)", choices=("reference", "torch"))
+    backbone: str = _opt("gcn", "encoder: gcn, sgc, sage, gat or subgraph_gcn", metavar="NAME")
+    hidden: int = _opt(16, "hidden units of the encoder", cli=False)
+    layers: int = _opt(2, "encoder layers", cli=False)
+    dropout: float = _opt(0.5, "encoder dropout", cli=False)
+    out_activation: str = _opt("none", "activation on the GCN output", choices=("none", "relu", "elu"))
+    norm: str = _opt("row", "adjacency normalisation: row (D^-1 (A+I)) or sym (D^-1/2 (A+I) D^-1/2)",
+                     choices=("row", "sym"))
+    pool: str = _opt("mean", "subgraph pooling of gmeta", cli=False)
+    modulation: str = _opt("reference", "AMM-GNN feature modulation: reference (per feature column, the paper's "
+                                        "code), scalar or feature", choices=("reference", "scalar", "feature"))
+    query_eval: bool = _opt(False, "query pass in eval mode (no dropout) during meta-training", cli=False)
+    val_every: int = _opt(10, "validate every this many episodes")
+    val_tasks: int = _opt(20, "fixed validation tasks per validation")
+    patience: int = _opt(10, "stop a run after this many validations without gain")
+    test_tasks: int = _opt(100, "fixed test tasks (the same for every run and method)")
+    runs: int = _opt(5, "independent runs (the 95% CI is over runs; 3 or more make it meaningful)")
+    seed: int = _opt(0, "seed of the runs (each run derives its own)")
+    data_root: Optional[str] = _opt(None, "data root", flag="--root", metavar="DIR",
+                                    default_text="$GNN_CML_DATA, else ./data")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,6 +111,33 @@ GRAPH_DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 
 _FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+def describe_default(name: str) -> str:
+    """The default of config key ``name`` as ``train --help`` shows it, with its per-method/graph values."""
+    default = _FIELDS[name].default
+    if default is dataclasses.MISSING:
+        default = _FIELDS[name].default_factory()
+    def show(value: Any) -> Any:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return "none" if value is None else value
+
+    text = f"default: {_FIELDS[name].metadata.get('default_text') or show(default)}"
+    parts = []
+    by_method: Dict[Any, List[str]] = {}
+    for method, values in METHOD_DEFAULTS.items():
+        if name in values and values[name] != default:
+            by_method.setdefault(values[name], []).append(method)
+    parts += [f"{show(v)} for {', '.join(ms)}" for v, ms in by_method.items()]
+    by_graph: Dict[Any, List[str]] = {}
+    for graph, values in GRAPH_DEFAULTS.items():
+        if name in values and values[name] != default:
+            by_graph.setdefault(values[name], []).append(graph)
+    parts += [f"{show(v)} on {', '.join(gs)}" for v, gs in by_graph.items()]
+    if parts:
+        text += "; " + "; ".join(parts) + "; a run's resolved value is in its config.yaml"
+    return text
 
 
 def _check_types(values: Dict[str, Any], source: str) -> None:
@@ -196,10 +249,20 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def _hint(key: str, example: Any) -> str:
-    from gnn_cml.commands.train import OVERRIDES
+def cli_flag(name: str) -> Optional[str]:
+    """The ``gnn-cml train`` option of config key ``name`` (None: only in a --config file)."""
+    meta = _FIELDS[name].metadata
+    if not meta.get("cli", True):
+        return None
+    return meta.get("flag") or f"--{name.replace('_', '-')}"
 
-    return f"--{key.replace('_', '-')} {example}" if key in OVERRIDES else f"'{key}: {example}' in the --config file"
+
+CLI_KEYS = tuple(name for name in _FIELDS if cli_flag(name))
+
+
+def _hint(key: str, example: Any) -> str:
+    flag = cli_flag(key) if key in _FIELDS else None
+    return f"{flag} {example}" if flag else f"'{key}: {example}' in the --config file"
 
 
 def validate(cfg: RunConfig) -> None:
@@ -226,9 +289,8 @@ def validate(cfg: RunConfig) -> None:
             f"co_hidden must list positive layer sizes, got {cfg.co_hidden}: e.g. {_hint('co_hidden', [16])} ([] for a linear co-learner)")
     require(0 <= cfg.dropout < 1, f"dropout must be in [0, 1), got {cfg.dropout}: e.g. {_hint('dropout', 0.5)}")
     require(cfg.norm in ("row", "sym"), f"norm must be row or sym, got {cfg.norm!r}: e.g. {_hint('norm', 'row')}")
-    for key, allowed in (("split_rule", ("reference", "shuffle")), ("init", ("reference", "torch")),
-                         ("out_activation", ("none", "relu", "elu")),
-                         ("modulation", ("reference", "scalar", "feature"))):
+    for key in ("split_rule", "init", "out_activation", "modulation"):
+        allowed = _FIELDS[key].metadata["choices"]
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),

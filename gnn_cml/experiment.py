@@ -17,7 +17,8 @@ from gnn_cml.config import RunConfig, load_yaml
 from gnn_cml.data import cache_root, data_root, default_split, load_graph
 from gnn_cml.engine import distributed as dist
 from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gnn_cml.engine.metrics import mean_ci95
+from gnn_cml.engine.metrics import ci_note, mean_ci95
+from gnn_cml.engine.progress import TaskProgress, status
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.meta.factory import build_learner
@@ -43,9 +44,14 @@ class GraphTask:
     split: ClassSplit
 
     @classmethod
-    def build(cls, cfg: RunConfig) -> "GraphTask":
+    def build(cls, cfg: RunConfig, progress: bool = False) -> "GraphTask":
+        where = cfg.graph if str(cfg.graph).endswith(".npz") else f"{cfg.graph} from {data_root(cfg.data_root)}"
+        status(f"loading graph {where} ...", progress)
         data = _load_graph(cfg)
         split = default_split(data, seed=cfg.split_seed, counts=cfg.split, rule=cfg.split_rule)
+        status(f"loaded {cfg.graph}: {int(data.num_nodes):,} nodes, {int(data.edge_index.shape[1]):,} edges, "
+               f"{int(data.num_classes)} classes; class split {len(split.train)}/{len(split.val)}/{len(split.test)} "
+               f"(train/val/test)", progress)
         task = cls(cfg, data, None, split)
         # Fail on impossible requests now, before anything is trained or written.
         for part, queries in (("train", cfg.queries), ("val", cfg.queries), ("test", cfg.test_queries)):
@@ -138,7 +144,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     out = Path(out)
     if dist.is_main():
         check_output(out, resume, overwrite)
-    task = GraphTask.build(cfg)
+    name = f"{cfg.method}{'+cml' if cfg.cml else ''}"
+    task = GraphTask.build(cfg, progress)
     if task_file is not None:
         tests = TaskSet.load(task_file)
         require(tests.meta.get("ways") == cfg.ways and tests.meta.get("shots") == cfg.shots,
@@ -146,6 +153,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
                 f"not {cfg.ways}-way {cfg.shots}-shot: regenerate it or drop --task-file")
         _check_task_file(tests, task, task_file)
     else:
+        status(f"drawing {cfg.test_tasks} fixed test tasks ({cfg.ways}-way {cfg.shots}-shot, "
+               f"{cfg.test_queries} queries per class)", progress)
         tests = task.test_tasks()
     # Build the learner once, so that a bad backbone/pool/modulation fails before anything is written.
     with torch.random.fork_rng(devices=[]):
@@ -157,6 +166,9 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
     dist.barrier()
+    status(f"training {name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {cfg.runs} run"
+           f"{'s' if cfg.runs > 1 else ''} of at most {cfg.episodes} episodes (validation every {cfg.val_every}, "
+           f"stop after {cfg.patience} without gain) -> {out}", progress)
     started = time.perf_counter()
     runs: List[Dict] = []
     for run in range(cfg.runs):
@@ -165,7 +177,17 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
         write_json(out / "results.json", result)
+    acc = result["test_accuracy"]
+    status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {_pm(acc['mean'], acc['ci95'])} "
+           f"(mean ± 95% CI over {len(runs)} run{'s' if len(runs) > 1 else ''})"
+           + (f"; CI {acc['ci95_note']}" if acc.get("ci95_note") else ""), progress)
     return result
+
+
+def _pm(mean: float, ci: Optional[float]) -> str:
+    """``74.31% ± 2.10`` (``± -`` when the CI is undefined)."""
+    ci_text = "-" if ci is None or ci != ci else f"{ci:.2f}"
+    return f"{mean:.2f}% ± {ci_text}"
 
 
 def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
@@ -200,21 +222,30 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
     cfg = task.cfg
     result_path = run_dir / "result.json"
     if resume and result_path.exists():
-        return json.loads(result_path.read_text())
+        record = json.loads(result_path.read_text())
+        status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
+               f"{_pm(record['test_accuracy'], record.get('test_ci95'))}", progress)
+        return record
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     seed = derive_seed(cfg.seed, 100 + run)
+    label = f"run {run + 1}/{cfg.runs}"
     learner = build_learner(cfg, task.graph, seed=seed)
     val = TaskSet.generate(task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"])), cfg.val_tasks)
+    hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}
     trainer = Trainer(
         learner, task.sampler("train", cfg.queries, derive_seed(seed, _STREAM["train"])), val,
         TrainerConfig(episodes=cfg.episodes, meta_batch=cfg.meta_batch, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, val_every=cfg.val_every, patience=cfg.patience,
                       metric="accuracy", seed=seed, progress=progress),
-        run_dir=run_dir, resume=resume, log_name=f"{cfg.method}{'+cml' if cfg.cml else ''} run {run}")
+        run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run))
     trainer.fit()
     start = time.perf_counter()
-    scores = trainer.evaluate(tests)
+    shown = TaskProgress(label, len(tests), enabled=progress and dist.is_main())
+    try:
+        scores = trainer.evaluate(tests, progress=shown.task)
+    finally:
+        shown.close()
     test_seconds = time.perf_counter() - start
     summary = mean_ci95([100 * s for s in scores])
     record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
@@ -223,9 +254,16 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
               "stopped_early": trainer.stopped_early, "train_seconds": trainer.train_seconds,
               "test_seconds": test_seconds,
               "episodes_per_s": trainer.episode / trainer.train_seconds if trainer.train_seconds else None}
+    trainer.log_test(summary["mean"] / 100, {"test_accuracy_ci95": summary["ci95"] / 100})
     if dist.is_main():
         save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
         write_json(result_path, record)
+    stop = (f"stopped early at episode {trainer.episode}" if trainer.stopped_early
+            else f"{trainer.episode} episodes (the cap)")
+    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
+           f"{len(scores)} test tasks) · best val {100 * (trainer.best_score or 0.0):.1f}% @ episode "
+           f"{trainer.best_episode} · {stop} · {trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test",
+           progress)
     return record
 
 
@@ -238,11 +276,23 @@ def summarise(cfg: RunConfig, runs: List[Dict], wall: float, split: ClassSplit) 
         "ways": cfg.ways, "shots": cfg.shots,
         "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent",
                               note="mean over runs of the per-run mean accuracy on the fixed test tasks; "
-                                   "ci95 is a Student-t interval over runs"),
-        "mean_within_run_ci95": float(np.mean([r["test_ci95"] for r in runs])),
+                                   "ci95 is a Student-t interval over runs",
+                              **_note(len(accs))),
+        "mean_within_run_ci95": _mean_defined([r["test_ci95"] for r in runs]),
         "runs": runs, "split": split.to_dict(), "wall_time_s": wall,
         "episodes_per_s": episodes / seconds if seconds else None, "config": cfg.to_dict(),
     }
+
+
+def _note(n: int) -> Dict:
+    note = ci_note(n)
+    return {"ci95_note": note} if note else {}
+
+
+def _mean_defined(values) -> Optional[float]:
+    """Mean of the defined values (None and NaN left out), or None when none is defined."""
+    defined = [v for v in values if v is not None and v == v]
+    return float(np.mean(defined)) if defined else None
 
 
 def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = False,
@@ -256,7 +306,7 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
     require(not co_learner or cfg.cml, f"--co-learner needs a run trained with --cml; {out} has none")
     if co_learner:
         cfg.dagger = True
-    task = GraphTask.build(cfg)
+    task = GraphTask.build(cfg, progress)
     if num_tasks is not None:
         cfg.test_tasks = num_tasks
         tests = task.test_tasks()
@@ -265,7 +315,7 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
     accs = []
     runs = sorted(out.glob("run_*/model.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
     require(runs, f"{out} has no finished run (run_*/model.pt): train it first or use --resume")
-    for path in runs:
+    for k, path in enumerate(runs):
         learner = build_learner(cfg, task.graph)
         state = load_checkpoint(path)
         try:
@@ -278,7 +328,15 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
         require(result_path.is_file(), f"{path.parent} is unfinished (no result.json): "
                                        f"finish it with gnn-cml train --resume --out {out}")
         run_seed = json.loads(result_path.read_text())["seed"]
-        scores = evaluate_tasks(learner.test_model(), tests, METRICS["accuracy"], seed=run_seed)
+        label = f"run {k + 1}/{len(runs)} ({path.parent.name})"
+        shown = TaskProgress(label, len(tests), enabled=progress, what="evaluating")
+        try:
+            scores = evaluate_tasks(learner.test_model(), tests, METRICS["accuracy"], seed=run_seed,
+                                    progress=shown.task)
+        finally:
+            shown.close()
         accs.append(100 * float(np.mean(scores)))
+        status(f"{label} · test accuracy {accs[-1]:.2f}% on {len(tests)} tasks", progress)
     return {"graph": cfg.graph, "method": cfg.method, "cml": cfg.cml, "co_learner": co_learner,
-            "test_tasks": len(tests), "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent")}
+            "test_tasks": len(tests),
+            "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent", **_note(len(accs)))}

@@ -14,13 +14,29 @@ if os.environ.get("GNN_CML_DATA"):
     os.environ["GNN_CML_DATA"] = str(Path(os.environ["GNN_CML_DATA"]).resolve())
 
 
+def data_required() -> bool:
+    """CI sets ``GNN_CML_REQUIRE_DATA=1`` (``.ci/run``): missing real data is then a failure, not a skip."""
+    return os.environ.get("GNN_CML_REQUIRE_DATA", "").lower() in ("1", "true", "yes", "on")
+
+
+def skip_or_fail(message: str) -> None:
+    """Skip a test whose real data is missing, or fail it when CI requires the data."""
+    if data_required():
+        pytest.fail(f"{message} (GNN_CML_REQUIRE_DATA is set, so data-dependent tests must not skip)",
+                    pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The read-only real data (``../shared/data``, or ``$GNN_CML_DATA``); skips when absent."""
+    """The read-only real data (``../shared/data``, or ``$GNN_CML_DATA``).
+
+    When absent: skipped on a developer's machine, a failure when ``GNN_CML_REQUIRE_DATA=1`` (CI).
+    """
     env = os.environ.get("GNN_CML_DATA")
     path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
     if not path.is_dir():
-        pytest.skip(f"real data not found at {path}: set GNN_CML_DATA to the shared data folder")
+        skip_or_fail(f"real data not found at {path}: set GNN_CML_DATA to the shared data folder")
     return path
 
 

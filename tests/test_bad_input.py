@@ -42,6 +42,8 @@ def snapshot(root: Path):
 def one_line_error(capsys, argv, *expected, where: Path = None):
     """Run ``gnn-cml argv`` in-process; return its single stderr line after the common checks."""
     before = snapshot(where) if where is not None else None
+    if argv[0] == "evaluate":  # progress (start-up, loading) would add stderr lines before the error
+        argv = [*argv, "--no-progress"]
     try:
         code = main([str(a) for a in argv])
     except SystemExit as exc:  # argparse
@@ -488,7 +490,7 @@ def test_real_process_one_line(work, shared_data, warm_cache):
         (["train", "--graph", work / "nan.npz", "--out", work / "run"], "NaN/inf"),
         (["train", "--graph", "cora", "--root", shared_data, "--out", work / "taken"],
          "exists from another run"),
-        (["evaluate", work], "not a gnn-cml run directory"),
+        (["evaluate", work, "--no-progress"], "not a gnn-cml run directory"),
     ]
     before = snapshot(work)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail
 import scipy.io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +46,7 @@ def to_scipy(x: torch.Tensor) -> sp.csr_matrix:
 def gpn_real(shared_data):
     folder = shared_data / "gpn"
     if not all((folder / f).is_file() for f in CLOTHING):
-        pytest.skip(f"real GPN files {CLOTHING} not under {folder}")
+        skip_or_fail(f"real GPN files {CLOTHING} not under {folder}")
     return folder
 
 

@@ -35,7 +35,8 @@ def test_table_lists_every_graph_with_split_and_availability(shared_data, capsys
     assert " 3/2/2 " in table["cora"] and table["cora"].endswith("yes")
     assert table["citeseer"].endswith("yes")
     assert "40/17/20 (upstream)" in table["amazon_clothing"]
-    assert table["amazon_clothing"].endswith("no")  # the real _train.mat is not shipped offline
+    assert table["amazon_clothing"].endswith("no (2/3 files)")  # the real _train.mat is not shipped offline
+    assert table["amazon_electronics"].endswith("no (1/3 files)")
     for name in ("corafull", "amazon_computers", "coauthor_cs", "ogbn_arxiv", "dblp"):
         assert table[name].endswith("no")
     assert f"data root: {shared_data.resolve()} (--root)" in out

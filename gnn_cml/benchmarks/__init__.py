@@ -16,9 +16,12 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from gnn_cml.benchmarks.options import add_common_arguments, int_list
 from gnn_cml.engine.metrics import mean_ci95
-from gnn_cml.engine.trainer import Trainer, TrainerConfig
 from gnn_cml.errors import require
+
+# Light on purpose (no torch at import): `gnn-cml reproduce <target> --help` imports only this
+# package and its options module; the engine is imported where a benchmark runs.
 
 # (label, with CML) for the two methods every benchmark compares.
 METHODS = (("maml", False), ("maml+cml", True))
@@ -29,8 +32,11 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
-def train(learner, sampler, val_tasks, config: TrainerConfig, run_dir: Path, resume: bool, name: str) -> Trainer:
+def train(learner, sampler, val_tasks, config: "TrainerConfig", run_dir: Path, resume: bool,
+          name: str) -> "Trainer":
     """Meta-train ``learner`` with the shared Trainer; ``run_dir`` is cleared first unless resuming."""
+    from gnn_cml.engine.trainer import Trainer
+
     run_dir = Path(run_dir)
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)
@@ -63,56 +69,51 @@ def pyplot():
     return plt
 
 
+# MAML vs MAML+CML must be told apart in print and in grey scale: colour, line style and marker differ.
+# MAML is drawn thinner and on top, so that it stays visible where the two coincide.
+STYLES = {"maml": dict(color="C0", ls="--", marker="o", lw=1.8, zorder=4),
+          "maml+cml": dict(color="C3", ls="-", marker="s", lw=2.8, zorder=3)}
+
+
+def style(method: str, index: int = 0) -> Dict:
+    return dict(STYLES.get(method, dict(color=f"C{index}", ls="-", marker="^", lw=2.0, zorder=3)))
+
+
+QUICK_LABEL = "QUICK (SMOKE) RUN: few episodes, not a result"
+
+
 def plot_curves(panels: Dict[str, Dict[str, List[List[Dict]]]], key: str, path: Path, ylabel: str,
-                scale: float = 1.0) -> Path:
+                scale: float = 1.0, quick: bool = False) -> Path:
     """Validation ``key`` (times ``scale``) against episode, one panel per entry of ``panels``.
 
     Each panel maps a method to its runs' Trainer histories: one thin line per seed and a
-    thick mean over seeds per method.
+    thick mean over seeds per method. Panels share their y axis so they can be compared.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharey=True)
     for ax, (title, methods) in zip(axes[0], panels.items()):
         for i, (method, runs) in enumerate(methods.items()):
+            st = style(method, i)
             for h in runs:
-                ax.plot([r["episode"] for r in h], [scale * r[key] for r in h], color=f"C{i}", alpha=0.3, lw=0.8)
+                values = [scale * r[key] if r[key] is not None else np.nan for r in h]
+                ax.plot([r["episode"] for r in h], values, color=st["color"], ls=st["ls"], alpha=0.3, lw=0.8)
             length = min(len(h) for h in runs)
-            mean = np.mean([[scale * r[key] for r in h[:length]] for h in runs], axis=0)
-            ax.plot([r["episode"] for r in runs[0][:length]], mean, color=f"C{i}", lw=2,
+            mean = np.mean([[scale * r[key] if r[key] is not None else np.nan for r in h[:length]] for h in runs],
+                           axis=0)
+            ax.plot([r["episode"] for r in runs[0][:length]], mean, color=st["color"], ls=st["ls"], lw=st["lw"],
+                    zorder=st["zorder"], marker=st["marker"], markevery=max(1, length // 8), ms=5,
                     label=f"{method} (mean of {len(runs)} seed{'s' if len(runs) > 1 else ''})")
         ax.set_xlabel("meta-training episode")
-        ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
+        ax.grid(color="0.9")
         ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    if quick:
+        fig.suptitle(QUICK_LABEL, color="firebrick", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def int_list(text: str) -> List[int]:
-    """argparse type for ``1,5``-style lists of non-negative integers."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got '{text}'")
-    return values
-
-
-def add_common_arguments(p: argparse.ArgumentParser, out: str, shots: Sequence[int], seeds: Sequence[int],
-                         iterations: int) -> None:
-    """The options every benchmark takes: --out, --quick, --seeds, --shots, --iterations, --resume."""
-    join = lambda v: ",".join(map(str, v))  # noqa: E731
-    p.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default {out})")
-    p.add_argument("--quick", action="store_true", help="a smoke run of a minute or two (few episodes)")
-    p.add_argument("--seeds", type=int_list, default=list(seeds), help=f"comma-separated seeds (default {join(seeds)})")
-    p.add_argument("--shots", type=int_list, default=list(shots), help=f"comma-separated K (default {join(shots)})")
-    p.add_argument("--iterations", type=int, default=iterations,
-                   help=f"meta-training episodes per run (default {iterations})")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def check_common(args) -> None:
@@ -129,4 +130,4 @@ def command_line(target: str) -> str:
 
 
 __all__ = ["METHODS", "add_common_arguments", "check_common", "command_line", "derive_seed", "fmt",
-           "int_list", "plot_curves", "pyplot", "summarise", "train"]
+           "int_list", "plot_curves", "pyplot", "style", "summarise", "train"]

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gnn_cml.benchmarks.options import (OMNIGLOT_ITERATIONS, OMNIGLOT_SEEDS, OMNIGLOT_TEST_TASKS,
+                                       add_omniglot_arguments)
 from gnn_cml.benchmarks import (METHODS, add_common_arguments, check_common, command_line, derive_seed, fmt,
                                 plot_curves, summarise, train)
 from gnn_cml.data.paths import cache_root, data_root
@@ -49,13 +51,9 @@ DRAWINGS = 20
 SPLIT = (162, 20, 60)  # train / val / test characters out of 242
 SPLIT_SEED = 1234
 CHANNELS, INNER_LR, INNER_STEPS, META_BATCH, LR, GAMMA, QUERIES = 64, 0.5, 1, 4, 1e-3, 1.0, 15
-# One meta-batch of 4 second-order tasks costs about 0.7-1.1 s on a 2-core CPU (1-shot and 5-shot, MAML or
-# CML; OMP_NUM_THREADS=1 when other jobs share the cores), an evaluation task about 0.08 s. 400 episodes per
-# run (1.3% of the paper's 30,000) keep a full `reproduce omniglot` (1- and 5-shot, both methods, one seed,
-# 600 test tasks) under about 30 minutes there; raise --iterations on faster hardware.
-DEFAULT_ITERATIONS = 400
-DEFAULT_SEEDS = (0,)
-VAL_TASKS, VALIDATIONS, TEST_TASKS = 30, 16, 600
+DEFAULT_ITERATIONS = OMNIGLOT_ITERATIONS  # see gnn_cml/benchmarks/options.py
+DEFAULT_SEEDS = OMNIGLOT_SEEDS
+VAL_TASKS, VALIDATIONS, TEST_TASKS = 30, 16, OMNIGLOT_TEST_TASKS
 QUICK = {"iterations": 20, "val_tasks": 5, "validations": 4, "test_tasks": 40}
 _STREAM = {"train": 1, "val": 2, "test": 3, "init": 4}
 
@@ -344,7 +342,7 @@ def run_omniglot(shots_list: Sequence[int] = (1, 5), ways: int = 5, iterations: 
         cells.append(cell)
         curves.append(plot_curves({f"Omniglot {ways}-way {shots}-shot: validation accuracy ({val_tasks} tasks)":
                                    histories}, "val_accuracy", out / f"omniglot_curves_{ways}w{shots}s.png",
-                                  "validation accuracy (%)", scale=100))
+                                  "validation accuracy (%)", scale=100, quick=quick))
     result = {"benchmark": "omniglot", "metric": "test accuracy (%) after one inner step",
               "command": command or command_line("omniglot"), "quick": quick,
               "wall_time_s": time.perf_counter() - started,
@@ -408,13 +406,7 @@ def _write_tables(result: Dict, out: Path) -> None:
     (out / "omniglot.md").write_text("\n".join(lines) + "\n")
 
 
-def add_arguments(p) -> None:
-    """Options of ``gnn-cml reproduce omniglot``."""
-    add_common_arguments(p, "results/omniglot", shots=(1, 5), seeds=DEFAULT_SEEDS, iterations=DEFAULT_ITERATIONS)
-    p.add_argument("--ways", type=int, default=5, help="N of the N-way tasks (default 5)")
-    p.add_argument("--test-tasks", type=int, default=TEST_TASKS,
-                   help=f"fixed test tasks per seed (default {TEST_TASKS})")
-    p.add_argument("--root", dest="data_root", help="data root holding omniglot/ (default $GNN_CML_DATA or ./data)")
+add_arguments = add_omniglot_arguments
 
 
 def run(args) -> int:

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gnn_cml.benchmarks.options import REGRESSION_ITERATIONS, add_regression_arguments
 from gnn_cml.benchmarks import (METHODS, add_common_arguments, check_common, command_line, derive_seed, fmt,
-                                plot_curves, pyplot, summarise, train)
+                                plot_curves, pyplot, style, summarise, train)
+from gnn_cml.benchmarks import QUICK_LABEL
 from gnn_cml.engine.checkpoint import write_json
 from gnn_cml.engine.trainer import TrainerConfig
 from gnn_cml.errors import require
@@ -34,7 +36,7 @@ PHASE = (0.0, float(np.pi))
 X_RANGE = (-5.0, 5.0)
 HIDDEN = 40
 INNER_LR, INNER_STEPS, META_BATCH, LR, GAMMA = 0.01, 1, 4, 1e-3, 0.2
-DEFAULT_ITERATIONS = 10000
+DEFAULT_ITERATIONS = REGRESSION_ITERATIONS
 EVAL_QUERIES = 100  # query points per validation/test task (training uses K, as MAML)
 VAL_TASKS, VALIDATIONS = 100, 50
 QUICK = {"iterations": 150, "val_tasks": 20, "validations": 5}
@@ -155,9 +157,9 @@ def run_regression(shots_list: Sequence[int] = (5, 10, 20), seeds: Sequence[int]
               "histories": {str(k): v for k, v in histories.items()}}
     write_json(out / "regression.json", result)
     _write_tables(result, out)
-    plot_fits(fitted, derive_seed(seeds[0], _STREAM["plot"]), out / "regression.png")
+    plot_fits(fitted, derive_seed(seeds[0], _STREAM["plot"]), out / "regression.png", quick)
     plot_curves({f"sinusoid K = {k}: validation MSE ({val_tasks} tasks)": per for k, per in histories.items()},
-                "val_mse", out / "regression_curves.png", "validation MSE")
+                "val_mse", out / "regression_curves.png", "validation MSE", quick=quick)
     return result
 
 
@@ -195,36 +197,47 @@ def _write_tables(result: Dict, out: Path) -> None:
     (out / "regression.md").write_text("\n".join(lines) + "\n")
 
 
-def plot_fits(fitted: Dict[int, Dict[str, MetaLearner]], seed: int, path: Path) -> Path:
-    """Fig. 2 style: one sinusoid, K support points, MAML's and CML's fit after one inner step, per K."""
+def plot_fits(fitted: Dict[int, Dict[str, MetaLearner]], seed: int, path: Path, quick: bool = False) -> Path:
+    """Fig. 2 style: one sinusoid, K support points, MAML's and CML's fit after one inner step, per K.
+
+    Panels share both axes; MAML is dashed blue, MAML+CML solid red; the legend sits below the
+    panels so that it covers no point.
+    """
     plt = pyplot()
     rng = np.random.default_rng(seed)
     amplitude, phase = rng.uniform(*AMPLITUDE), rng.uniform(*PHASE)
     grid = np.linspace(*X_RANGE, 200)[:, None]
-    fig, axes = plt.subplots(1, len(fitted), figsize=(4.2 * len(fitted), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(fitted), figsize=(4.2 * len(fitted), 3.8), squeeze=False, sharex=True,
+                             sharey=True)
     for ax, (shots, models) in zip(axes[0], fitted.items()):
         x = rng.uniform(*X_RANGE, size=(shots, 1))
         episode = _episode(np.concatenate([x, grid]), sinusoid(np.concatenate([x, grid]), amplitude, phase), shots)
-        ax.plot(grid, episode.query_y.numpy(), color="black", lw=2, label="ground truth")
+        ax.plot(grid, episode.query_y.numpy(), color="black", lw=2.2, label="ground truth")
         for i, (method, model) in enumerate(models.items()):
             model.eval()
             pred = model(episode, train=False).logits.detach().numpy()
-            ax.plot(grid, pred, color=f"C{i}", ls="--", lw=1.6, label=f"{method} (1 step)")
-        ax.scatter(x, episode.support_y.numpy(), marker="^", color="red", zorder=3, label=f"{shots} support points")
+            st = style(method, i)
+            ax.plot(grid, pred, color=st["color"], ls=st["ls"], lw=st["lw"], zorder=st["zorder"],
+                    label=f"{method} (after 1 inner step)")
+        ax.scatter(x, episode.support_y.numpy(), marker="^", s=40, color="gold", edgecolor="black", zorder=4,
+                   label="support points")
         ax.set_title(f"K = {shots}")
         ax.set_xlabel("x")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Sinusoid (A = {amplitude:.2f}, phase = {phase:.2f}): fits after one inner step")
-    fig.tight_layout()
+        ax.grid(color="0.9")
+    axes[0][0].set_ylabel("y")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    title = f"Sinusoid (A = {amplitude:.2f}, phase = {phase:.2f}): fits after one inner step"
+    if quick:
+        title += f"\n{QUICK_LABEL}"
+    fig.suptitle(title, color="firebrick" if quick else "black", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def add_arguments(p) -> None:
-    """Options of ``gnn-cml reproduce regression``."""
-    add_common_arguments(p, "results/regression", shots=(5, 10, 20), seeds=(0, 1, 2), iterations=DEFAULT_ITERATIONS)
-    p.add_argument("--test-tasks", type=int, default=600, help="fixed test tasks per seed (default 600)")
+add_arguments = add_regression_arguments
 
 
 def run(args) -> int:

@@ -11,7 +11,10 @@ _COLUMNS = ("graph", "nodes", "edges", "features", "classes", "default split", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default=None,
+    parser.epilog = ("available: yes, no, or how many of the graph's files are present (e.g. 2/3 files). "
+                     "Graphs that are not available are downloaded on first use when online; data/README.md "
+                     "says which files go where.")
+    parser.add_argument("--root", default=None, metavar="DIR",
                         help="data root to check (default: $GNN_CML_DATA, else ./data)")
 
 
@@ -20,11 +23,18 @@ def _split(info) -> str:
     return f"{split} (upstream)" if info.split_source == "upstream" else split
 
 
+def _available(info, root) -> str:
+    present, total = info.file_status(root)
+    if present == total:
+        return "yes"
+    return f"no ({present}/{total} files)" if present else "no"
+
+
 def run(args: argparse.Namespace) -> int:
     """Print one row per registered graph; reads no graph, only checks that raw files exist."""
     root = data_root(args.root)
     rows = [(g.name, f"{g.nodes:,}", f"{g.edges:,}", f"{g.features:,}", str(g.classes), _split(g),
-             "yes" if g.available(root) else "no") for g in list_graphs()]
+             _available(g, root)) for g in list_graphs()]
     widths = [max(len(r[i]) for r in rows + [_COLUMNS]) for i in range(len(_COLUMNS))]
     for row in [_COLUMNS] + rows:
         cells = [c.ljust(w) if i in (0, 5, 6) else c.rjust(w)  # numbers right-aligned
@@ -32,5 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(cells).rstrip())
     source = "--root" if args.root is not None else (
         "$GNN_CML_DATA" if os.environ.get("GNN_CML_DATA") else "default")
-    print(f"\ndata root: {root.resolve()} ({source}); edges count both directions")
+    hint = ("; for missing files see data/README.md (or let `gnn-cml train --graph NAME` download them "
+            "when online)") if any(r[6] != "yes" for r in rows) else ""
+    print(f"\ndata root: {root.resolve()} ({source}); edges count both directions{hint}")
     return 0

@@ -4,9 +4,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import typing
+from dataclasses import fields
 from pathlib import Path
 
-from gnn_cml.config import METHODS, resolve
+from gnn_cml.config import RunConfig, cli_flag, describe_default, resolve
+
+DESCRIPTION = """Meta-train a few-shot node classifier on a graph (optionally with CML), test it on fixed
+test tasks, and write a run directory (config.yaml, results.json, per-run metrics and models).
+
+Settings, lowest first: built-in defaults < per-graph defaults < per-method defaults < --config
+FILE.yaml < options. Where a default depends on --method or --graph the option says so; the run
+directory's config.yaml holds the values a run actually used."""
+
+EPILOG = """examples:
+  gnn-cml train --graph cora --method gmeta --cml --ways 2 --shots 5
+  gnn-cml train --config configs/citeseer.yaml --out runs/citeseer-gmeta-cml
+Progress goes to stderr (one line per validation when stderr is not a terminal); the final JSON
+summary line goes to stdout."""
 
 
 def _split(text: str):
@@ -19,64 +34,67 @@ def _split(text: str):
     return parts
 
 
+def _scalar_type(annotation: str):
+    """The argparse type of a RunConfig annotation (``int``, ``Optional[float]``, ...)."""
+    for name, kind in (("int", int), ("float", float), ("str", str)):
+        if annotation in (name, f"Optional[{name}]"):
+            return kind
+    raise TypeError(f"no command-line type for {annotation}")
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per RunConfig field that has a flag: name, type, default and help from the dataclass."""
+    group = p.add_argument_group("run settings (also valid as keys of a --config YAML file)")
+    for f in fields(RunConfig):
+        flag = cli_flag(f.name)
+        if flag is None:
+            continue
+        meta = f.metadata
+        help_text = f"{meta['help']} ({describe_default(f.name)})".replace("%", "%%")
+        kwargs = dict(dest=f.name, help=help_text)
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        if f.name == "first_order":
+            group.add_argument("--first-order", action="store_const", const=True, **kwargs)
+            group.add_argument("--second-order", dest=f.name, action="store_const", const=False,
+                               help="back-propagate through the inner updates (second-order MAML)")
+            continue
+        if f.type in ("bool", bool):
+            group.add_argument(flag, action="store_const", const=True, **kwargs)
+        elif f.name == "split":
+            group.add_argument(flag, type=_split, **kwargs)
+        elif f.name == "method":
+            group.add_argument(flag, type=str.lower, **kwargs)
+        else:
+            annotation = f.type if isinstance(f.type, str) else typing.get_type_hints(RunConfig)[f.name].__name__
+            group.add_argument(flag, type=_scalar_type(annotation), choices=meta.get("choices"), **kwargs)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--graph", help="graph name (see `gnn-cml datasets`) or a path to your .npz graph")
-    p.add_argument("--method", type=str.lower, help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--cml", action="store_const", const=True, help="add CML's co-learner (gradient augmentation)")
-    p.add_argument("--gamma", type=float, help="weight of the co-learner loss (default 0.2)")
-    p.add_argument("--dagger", action="store_const", const=True, help="CML-dagger: test with the co-learner")
-    p.add_argument("--ways", type=int, help="N classes per task")
-    p.add_argument("--shots", type=int, help="K support nodes per class")
-    p.add_argument("--queries", type=int, help="query nodes per class in training/validation (default 5)")
-    p.add_argument("--test-queries", type=int, help="query nodes per class at meta-test (default 10)")
-    p.add_argument("--split", type=_split, help="train,val,test class counts (default: the paper's)")
-    p.add_argument("--split-seed", type=int, help="seed of the class split (default 1234, the reference code's)")
-    p.add_argument("--split-rule", choices=("reference", "shuffle"),
-                   help="class split rule: reference (np.random.choice, the paper's code; default) or shuffle "
-                        "(Python random.shuffle, as TLP's linear-probing scripts)")
-    p.add_argument("--episodes", type=int, help="the most meta-training episodes")
-    p.add_argument("--meta-batch", type=int, help="tasks per meta-update (default 1)")
-    p.add_argument("--lr", type=float, help="outer (Adam) learning rate")
-    p.add_argument("--inner-lr", type=float, help="inner-loop step size")
-    p.add_argument("--inner-steps", type=int, help="inner-loop steps")
-    p.add_argument("--first-order", dest="first_order", action="store_const", const=True,
-                   help="first-order inner loop (default, as the reference code)")
-    p.add_argument("--second-order", dest="first_order", action="store_const", const=False,
-                   help="back-propagate through the inner updates (second-order MAML)")
-    p.add_argument("--init", choices=("reference", "torch"),
-                   help="reference: uniform +-1/sqrt(out_features) as the paper's code (default); torch: nn.Linear")
-    p.add_argument("--out-activation", choices=("none", "relu", "elu"),
-                   help="activation on the GCN output (default none, as the reference code)")
-    p.add_argument("--modulation", choices=("reference", "scalar", "feature"),
-                   help="AMM-GNN feature modulation (default reference: per feature column)")
-    p.add_argument("--backbone", help="gcn, sgc, sage, gat or subgraph_gcn")
-    p.add_argument("--norm", choices=("row", "sym"), help="adjacency normalisation (default row)")
-    p.add_argument("--val-every", type=int)
-    p.add_argument("--val-tasks", type=int)
-    p.add_argument("--patience", type=int, help="validations without gain before stopping")
-    p.add_argument("--test-tasks", type=int, help="number of fixed test tasks (default 100)")
-    p.add_argument("--runs", type=int, help="independent runs (default 5)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--root", dest="data_root", help="data root (default $GNN_CML_DATA or ./data)")
-    p.add_argument("--config", type=Path, help="YAML file with any of these settings")
-    p.add_argument("--task-file", type=Path, help="fixed test tasks (.npz) to evaluate on, e.g. another run's")
-    p.add_argument("--out", type=Path, help="run directory (default runs/<graph>-<method>-<N>w<K>s)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-OVERRIDES = ("graph", "method", "cml", "gamma", "dagger", "ways", "shots", "queries", "test_queries", "split", "split_seed",
-             "split_rule", "episodes", "meta_batch", "lr", "inner_lr", "inner_steps", "first_order", "init",
-             "out_activation", "modulation", "backbone", "norm",
-             "val_every", "val_tasks", "patience", "test_tasks", "runs", "seed", "data_root")
+    p.description, p.epilog = DESCRIPTION, EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_config_options(p)
+    io = p.add_argument_group("files and output")
+    io.add_argument("--config", type=Path, metavar="FILE.yaml",
+                    help="YAML file with any of the run settings (default: none)")
+    io.add_argument("--task-file", type=Path, metavar="FILE.npz",
+                    help="fixed test tasks to evaluate on, e.g. another run's test_tasks.npz (default: drawn "
+                         "from --seed)")
+    io.add_argument("--out", type=Path, metavar="DIR",
+                    help="run directory (default: runs/<graph>-<method>[-cml]-<N>w<K>s)")
+    io.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (default: off)")
+    io.add_argument("--overwrite", action="store_true", help="replace an existing run in --out (default: off)")
+    io.add_argument("--no-progress", action="store_true",
+                    help="print no progress, only the final JSON line (default: progress on stderr)")
 
 
 def run(args) -> int:
     from gnn_cml.engine import distributed as dist
+    from gnn_cml.engine.progress import status
     from gnn_cml.experiment import run_experiment
 
-    cfg = resolve({k: getattr(args, k) for k in OVERRIDES}, args.config)
+    overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if cli_flag(f.name)}
+    cfg = resolve(overrides, args.config)
     out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{cfg.method}{'-cml' if cfg.cml else ''}-{cfg.ways}w{cfg.shots}s"
     if dist.init_from_env():  # first loads fill the data cache: rank 0, then one process per other machine
         from gnn_cml.data import load_graph
@@ -90,8 +108,15 @@ def run(args) -> int:
                             progress=not args.no_progress)
     if dist.is_main():
         acc = result["test_accuracy"]
-        print(json.dumps({"out": str(out), "test_accuracy": round(acc["mean"], 2),
-                          "ci95": None if acc["ci95"] != acc["ci95"] else round(acc["ci95"], 2),
-                          "runs": len(acc["runs"]), "episodes_per_s": result["episodes_per_s"],
-                          "wall_time_s": round(result["wall_time_s"], 1)}))
+        line = {"out": str(out), "test_accuracy": _round(acc["mean"]), "ci95": _round(acc["ci95"]),
+                "runs": len(acc["runs"]), "episodes_per_s": result["episodes_per_s"],
+                "wall_time_s": round(result["wall_time_s"], 1)}
+        if acc.get("ci95_note"):
+            line["ci95_note"] = acc["ci95_note"]
+        status(f"results: {out / 'results.json'}", enabled=not args.no_progress)
+        print(json.dumps(line, allow_nan=False))
     return 0
+
+
+def _round(value):
+    return None if value is None or value != value else round(value, 2)

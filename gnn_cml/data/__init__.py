@@ -1,18 +1,20 @@
 """Graph datasets as PyG ``Data``: registry, loaders and paper-default class splits."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from torch_geometric.data import Data
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from gnn_cml.data.paths import cache_root, data_root
 from gnn_cml.data.registry import GRAPHS, GraphInfo, graph_info, list_graphs, load_graph
 from gnn_cml.errors import require
-from gnn_cml.sampling.split import ClassSplit
+
+if TYPE_CHECKING:  # torch_geometric is imported only where graphs are loaded (fast `--help`)
+    from torch_geometric.data import Data
+
+    from gnn_cml.sampling.split import ClassSplit
 
 
-def default_split(data: Data, seed: int = 1234, counts: Optional[Sequence[int]] = None,
-                  rule: str = "reference") -> ClassSplit:
+def default_split(data: "Data", seed: int = 1234, counts: Optional[Sequence[int]] = None,
+                  rule: str = "reference") -> "ClassSplit":
     """The paper-default class split of ``data`` (or one from explicit ``counts``).
 
     Graphs with an upstream split (GPN sets, or a user ``.npz`` that carries
@@ -20,6 +22,8 @@ def default_split(data: Data, seed: int = 1234, counts: Optional[Sequence[int]] 
     training classes; the others use a seeded random split by ``rule`` (default: the
     reference code's ``np.random.choice`` rule, see :meth:`ClassSplit.from_counts`).
     """
+    from gnn_cml.sampling.split import ClassSplit
+
     upstream = getattr(data, "train_classes", None) is not None and getattr(data, "test_classes", None) is not None
     if getattr(data, "val_classes", None) is not None and upstream and counts is None:
         return ClassSplit(data.train_classes.tolist(), data.val_classes.tolist(), data.test_classes.tolist())

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.data import Data, download_url
 
-from gnn_cml.data.paths import is_writable, verify_file
+from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, verify_file
 from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor
 from gnn_cml.errors import GnnCmlError
 
@@ -43,8 +43,12 @@ def raw_files(name: str):
     return [f"{prefix}_network", f"{prefix}_train.mat", f"{prefix}_test.mat"]
 
 
+def files(root: Path, name: str):
+    return [root / "gpn" / f for f in raw_files(name)]
+
+
 def available(root: Path, name: str) -> bool:
-    return all((root / "gpn" / f).exists() for f in raw_files(name))
+    return all(p.exists() for p in files(root, name))
 
 
 def _corrupt(path: Path, exc: Exception) -> GnnCmlError:
@@ -83,20 +87,18 @@ def read_mat(path: Path) -> Tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
 
 
 def _locate(root: Path, cache: Path, name: str) -> Dict[str, Path]:
-    """Path of each raw file: in the data root, else in the cache, else downloaded."""
-    found = {}
-    for fname in raw_files(name):
-        folders = (root / "gpn", cache / "gpn")
-        found[fname] = next((f / fname for f in folders if (f / fname).exists()), None)
-        if found[fname] is None:
-            target = folders[0] if is_writable(root) else folders[1]
-            try:
-                found[fname] = _download(fname, target)
-            except OSError as exc:
-                raise GnnCmlError(
-                    f"{fname} is missing from {folders[0]} and downloading {URL.format(fname)} "
-                    f"failed ({exc}): put the file into {folders[0]}, or run again with internet "
-                    f"access") from None
+    """Path of each raw file: in the data root, else in the cache, else downloaded (all or none)."""
+    folders = (root / "gpn", cache / "gpn")
+    found = {fname: next((f / fname for f in folders if (f / fname).exists()), None) for fname in raw_files(name)}
+    missing = [fname for fname, path in found.items() if path is None]
+    if missing:
+        target = folders[0] if is_writable(root) else folders[1]
+        try:
+            with rollback_on_failure(target):
+                for fname in missing:
+                    found[fname] = _download(fname, target)
+        except OSError as exc:
+            raise missing_files_error(name, folders[0], missing, len(found), URL.format("<file>"), exc) from None
     return found
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from gnn_cml.data.paths import is_writable
+from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
 from gnn_cml.data.user_graph import READ_ERRORS
 from gnn_cml.errors import GnnCmlError
 
@@ -43,9 +43,13 @@ def dataset_dir(root: Path, name: str) -> Path:
     return root / name
 
 
-def available(root: Path, name: str) -> bool:
+def files(root: Path, name: str):
     raw = dataset_dir(root, name) / "raw"
-    return all((raw / f).exists() for f in RAW_FILES)
+    return [raw / f for f in RAW_FILES]
+
+
+def available(root: Path, name: str) -> bool:
+    return all(p.exists() for p in files(root, name))
 
 
 def _download(target_root: Path, name: str) -> Path:
@@ -53,17 +57,17 @@ def _download(target_root: Path, name: str) -> Path:
     from ogb.utils.url import download_url, extract_zip
 
     info, folder = meta_info(name), dataset_dir(target_root, name)
-    target_root.mkdir(parents=True, exist_ok=True)
     zip_path = target_root / info["url"].rpartition("/")[2]
     zip_path.unlink(missing_ok=True)  # OGB would reuse a partial archive
     try:
-        download_url(info["url"], str(target_root))
-        extract_zip(str(zip_path), str(target_root))
+        with rollback_on_failure(target_root):
+            target_root.mkdir(parents=True, exist_ok=True)
+            download_url(info["url"], str(target_root))
+            extract_zip(str(zip_path), str(target_root))
     except (OSError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise GnnCmlError(
-            f"{name} is not under {folder} and downloading {info['url']} failed ({exc}): run again "
-            f"with internet access, or unzip that archive so that {folder / 'raw'} holds "
-            f"{', '.join(RAW_FILES)}") from None
+        wanted = files(target_root, name)
+        raise missing_files_error(name, wanted[0].parent, [p.name for p in wanted if not p.exists()],
+                                  len(wanted), f"{info['url']}, unzipped", exc) from None
     finally:
         zip_path.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)

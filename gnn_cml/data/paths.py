@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -71,3 +73,47 @@ def verify_file(path: Path, sha256: Optional[str] = None, size: Optional[int] = 
             f"{path} fails its sha256 check: the file is corrupt; delete it and run again "
             f"to re-download it"
         )
+
+
+@contextmanager
+def rollback_on_failure(folder: PathLike) -> Iterator[Path]:
+    """Undo what a failed download created in ``folder``: new files, and new folders left empty.
+
+    Files that were there before are kept; so are folders that existed before.
+    """
+    folder = Path(folder)
+    created = []
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        created.append(probe)  # deepest first
+        probe = probe.parent
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        yield folder
+    except BaseException:
+        if folder.is_dir():
+            for path in set(folder.iterdir()) - before:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def missing_files_error(name: str, folder: Path, missing: Sequence[str], total: int, source: str,
+                        exc: BaseException):
+    """One line naming every missing file of ``name``, where it goes and where it comes from."""
+    from gnn_cml.errors import GnnCmlError
+
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return GnnCmlError(
+        f"could not read {name}: {len(missing)} of {total} file{'s' if total > 1 else ''} missing from "
+        f"{folder} ({', '.join(missing)}) and downloading failed ({reason}): put "
+        f"{'them' if len(missing) > 1 else 'it'} there (from {source}), run again with internet access, "
+        f"or point --root / GNN_CML_DATA at a data root that holds {'them' if len(missing) > 1 else 'it'} "
+        f"(see data/README.md)")

@@ -21,7 +21,7 @@ import torch
 from torch_geometric.data import Data, download_url
 from torch_geometric.utils import coalesce, remove_self_loops
 
-from gnn_cml.data.paths import is_writable, sha256_of
+from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, sha256_of
 from gnn_cml.data.user_graph import READ_ERRORS, read_npz_cache, write_npz_cache
 from gnn_cml.errors import GnnCmlError
 
@@ -181,9 +181,13 @@ def _raw_dir(root: Path, name: str) -> Path:
     return root / "planetoid" / _PYG_NAMES[name] / "raw"
 
 
-def available(root: Path, name: str) -> bool:
+def files(root: Path, name: str) -> List[Path]:
     raw = _raw_dir(root, name)
-    return all((raw / f).exists() for f in raw_files(name))
+    return [raw / f for f in raw_files(name)]
+
+
+def available(root: Path, name: str) -> bool:
+    return all(p.exists() for p in files(root, name))
 
 
 def verify(raw: Path, name: str) -> None:
@@ -223,14 +227,14 @@ def _fingerprint(paths: Iterable[Path]) -> np.ndarray:
 def load(root: Path, cache: Path, name: str) -> Data:
     raw = _raw_dir(root, name)
     if not available(root, name):  # download what is missing; a read-only root's go to the cache
+        wanted = files(root, name)
+        missing = [p.name for p in wanted if not p.exists()]
         raw = (root if is_writable(root) else cache) / "planetoid" / _PYG_NAMES[name] / "raw"
         try:
-            _download(raw, name)
+            with rollback_on_failure(raw):
+                _download(raw, name)
         except OSError as exc:
-            raise GnnCmlError(
-                f"could not read {name}: its raw files are not under {_raw_dir(root, name)} and "
-                f"downloading them from {URL} failed ({exc}): run again with internet access, or "
-                f"point GNN_CML_DATA at a data root holding planetoid/{_PYG_NAMES[name]}/raw") from None
+            raise missing_files_error(name, wanted[0].parent, missing, len(wanted), f"{URL}/", exc) from None
     paths = [raw / f for f in raw_files(name)]
     verify(raw, name)
     processed = cache / "planetoid" / _PYG_NAMES[name] / "processed" / _CACHE_NAME

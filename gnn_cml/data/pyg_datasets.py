@@ -20,7 +20,7 @@ from torch_geometric.data import Data, download_url
 from torch_geometric.datasets import Amazon, CitationFull, Coauthor
 from torch_geometric.utils import remove_self_loops, to_undirected
 
-from gnn_cml.data.paths import is_writable
+from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
 from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor, read_npz_cache, write_npz_cache
 from gnn_cml.errors import GnnCmlError
 
@@ -95,8 +95,12 @@ def _raw_dir(root: Path, name: str) -> Path:
     return root / spec.folder / spec.dir / "raw"
 
 
+def files(root: Path, name: str):
+    return [_raw_dir(root, name) / _SPECS[name].raw]
+
+
 def available(root: Path, name: str) -> bool:
-    return (_raw_dir(root, name) / _SPECS[name].raw).exists()
+    return files(root, name)[0].exists()
 
 
 def _url(spec: _Spec) -> str:
@@ -126,11 +130,10 @@ def load(root: Path, cache: Path, name: str) -> Data:
         raw = (root if is_writable(root) else cache) / spec.folder / spec.dir / "raw"
         if not (raw / spec.raw).exists():
             try:
-                _download(_url(spec), raw, spec.raw)
+                with rollback_on_failure(raw):
+                    _download(_url(spec), raw, spec.raw)
             except OSError as exc:
-                raise GnnCmlError(
-                    f"{name} is not under {_raw_dir(root, name)} and downloading it failed ({exc}): run "
-                    f"again with internet access, or put {_url(spec)} into {raw}") from None
+                raise missing_files_error(name, _raw_dir(root, name), [spec.raw], 1, _url(spec), exc) from None
     path = raw / spec.raw
     processed = cache / spec.folder / spec.dir / "processed" / _CACHE_NAME
     fingerprint = _fingerprint(path)

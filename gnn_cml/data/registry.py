@@ -5,13 +5,13 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple, Union
-
-from torch_geometric.data import Data
-from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 from gnn_cml.data.paths import PathLike, cache_root, data_root
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch_geometric is imported only where graphs are loaded (fast `--help`)
+    from torch_geometric.data import Data
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class GraphInfo:
     def available(self, root: Optional[PathLike] = None) -> bool:
         """True when the raw files are present under the data root (no network needed)."""
         return bool(self._loader().available(data_root(root), self.name))
+
+    def files(self, root: Optional[PathLike] = None):
+        """Every raw file this graph needs, where the loader looks for it under the data root."""
+        return list(self._loader().files(data_root(root), self.name))
+
+    def file_status(self, root: Optional[PathLike] = None) -> Tuple[int, int]:
+        """(files present, files needed) under the data root."""
+        paths = self.files(root)
+        return sum(p.exists() for p in paths), len(paths)
 
 
 GRAPHS = {
@@ -93,8 +102,10 @@ def graph_info(name: str) -> GraphInfo:
     return GRAPHS[key]
 
 
-def canonicalise(data: Data) -> Data:
+def canonicalise(data: "Data") -> "Data":
     """Make ``edge_index`` undirected, coalesced and free of self-loops; set ``num_classes``."""
+    from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
+
     n = int(data.num_nodes)
     ei = data.edge_index.long()
     ei, _ = remove_self_loops(ei)
@@ -106,7 +117,7 @@ def canonicalise(data: Data) -> Data:
     return data
 
 
-def load_graph(name: Union[str, os.PathLike], root: Optional[PathLike] = None) -> Data:
+def load_graph(name: Union[str, os.PathLike], root: Optional[PathLike] = None) -> "Data":
     """Load a graph as a PyG ``Data`` with ``x``, ``edge_index``, ``y`` and ``num_classes``.
 
     ``name`` is a registry name (see :func:`list_graphs`) or a path to a ``.npz``

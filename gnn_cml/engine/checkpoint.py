@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -23,9 +24,27 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
+def strict(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float (an undefined value, e.g. the CI of one run) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        return strict(obj.item())
+    return obj
+
+
+def dumps(obj: Any, **kwargs) -> str:
+    """Strict JSON (``allow_nan=False``): undefined values are written as ``null``, never ``NaN``."""
+    return json.dumps(strict(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename): readers never see half a file."""
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Write strict JSON atomically (temp file + rename): readers never see half a file."""
+    atomic_write_bytes(Path(path), (dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:

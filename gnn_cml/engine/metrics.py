@@ -21,3 +21,16 @@ def mean_ci95(values: Sequence[float]) -> Dict[str, float]:
     else:
         half = float("nan")
     return {"mean": float(v.mean()), "ci95": half, "std": std, "n": n}
+
+
+MIN_RUNS_FOR_CI = 3
+
+
+def ci_note(n: int, what: str = "runs") -> "str | None":
+    """A warning for a 95% CI from fewer than :data:`MIN_RUNS_FOR_CI` values (None when there are enough)."""
+    if n >= MIN_RUNS_FOR_CI:
+        return None
+    if n < 2:
+        return f"undefined: a 95% CI needs at least 2 {what} (this has {n}); use 3 or more"
+    return (f"unreliable: a 95% CI from only {n} {what} (Student t with {n - 1} degree of freedom) is "
+            f"very wide; use 3 or more")

@@ -70,14 +70,15 @@ class Trainer:
 
     def __init__(self, model: MetaLearner, sampler, val_tasks: Sequence[Episode], config: TrainerConfig,
                  run_dir: Optional[Path] = None, resume: bool = False, log_name: str = "train",
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, hparams: Optional[Dict] = None):
         self.model, self.sampler, self.val_tasks, self.cfg = model, sampler, list(val_tasks), config
         if config.metric not in METRICS:
             raise GnnCmlError(f"unknown metric '{config.metric}': use {', '.join(METRICS)}")
         self.metric, self.higher = METRICS[config.metric], HIGHER_IS_BETTER[config.metric]
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.run_dir = Path(run_dir) if run_dir else None
-        self.log_name = log_name
+        self.log_name = log_name  # progress label, e.g. "run 2/5"
+        self.hparams = hparams  # logged to TensorBoard with add_hparams at the end of fit()
         self.episode = 0
         self.best_score: Optional[float] = None
         self.best_episode = 0
@@ -152,9 +153,11 @@ class Trainer:
         return {"loss": loss, cfg.metric: score}
 
     # --- evaluation -----------------------------------------------------------------------------
-    def evaluate(self, tasks: Sequence[Episode], model: Optional[MetaLearner] = None) -> List[float]:
+    def evaluate(self, tasks: Sequence[Episode], model: Optional[MetaLearner] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> List[float]:
         """Per-task metric of ``model`` (default: the meta-test model) on ``tasks``."""
-        return evaluate_tasks(model or self.model.test_model(), tasks, self.metric, seed=self.cfg.seed)
+        return evaluate_tasks(model or self.model.test_model(), tasks, self.metric, seed=self.cfg.seed,
+                              progress=progress)
 
     def _better(self, score: float) -> bool:
         if self.best_score is None:
@@ -163,31 +166,55 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------------
     def fit(self) -> "Trainer":
-        cfg = self.cfg
-        bar = None
-        if cfg.progress and dist.is_main():
-            from tqdm.auto import tqdm
+        from gnn_cml.engine.progress import TrainProgress
 
-            bar = tqdm(total=cfg.episodes, initial=self.episode, desc=self.log_name, leave=False,
-                       dynamic_ncols=True)
+        cfg = self.cfg
+        progress = TrainProgress(self.log_name, cfg.metric, cfg.patience, cfg.episodes,
+                                 enabled=cfg.progress and dist.is_main())
+        if self.best_score is not None:
+            progress.validated(self.episode, self.history[-1][f"val_{cfg.metric}"] if self.history else
+                               self.best_score, self.best_score, self.best_episode, self.bad_validations)
+        progress.start(self.episode)
         window: List[Dict[str, float]] = []
-        while self.episode < cfg.episodes and not self.stopped_early:
-            start = time.perf_counter()
-            window.append(self.step())
-            self.train_seconds += time.perf_counter() - start
-            if bar is not None:
-                bar.update(1)
-            if self.episode % cfg.val_every == 0 or self.episode == cfg.episodes:
-                self._validate(window, bar)
-                window = []
-        if bar is not None:
-            bar.close()
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            while self.episode < cfg.episodes and not self.stopped_early:
+                start = time.perf_counter()
+                window.append(self.step())
+                self.train_seconds += time.perf_counter() - start
+                progress.episode(self.episode)
+                if self.episode % cfg.val_every == 0 or self.episode == cfg.episodes:
+                    self._validate(window)
+                    window = []
+                    progress.validated(self.episode, self.history[-1][f"val_{cfg.metric}"], self.best_score,
+                                       self.best_episode, self.bad_validations,
+                                       final=self.stopped_early or self.episode >= cfg.episodes)
+            progress.finish(self.episode, self.stopped_early)
+        finally:
+            progress.close()
+            if self._writer is not None:
+                self._writer.flush()
         self.model.load_state_dict(self.best_state)
         return self
 
-    def _validate(self, window: List[Dict[str, float]], bar) -> None:
+    def log_test(self, value: float, extra: Optional[Dict[str, float]] = None) -> None:
+        """Log the test score (``test/<metric>``) and the run's hyperparameters to TensorBoard, then close it."""
+        if self._writer is None:
+            return
+        metric = self.cfg.metric
+        self._writer.add_scalar(f"test/{metric}", value, self.episode)
+        if self.hparams:
+            hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.hparams.items()}
+            metrics = {f"hparam/test_{metric}": value, f"hparam/best_val_{metric}": self.best_score,
+                       **{f"hparam/{k}": v for k, v in (extra or {}).items()}}
+            self._writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None}, run_name=".")
+        self.close_writer()
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _validate(self, window: List[Dict[str, float]]) -> None:
         cfg = self.cfg
         scores = self.evaluate(self.val_tasks)
         val = float(np.mean(scores))
@@ -199,20 +226,22 @@ class Trainer:
         else:
             self.bad_validations += 1
             self.stopped_early = self.bad_validations >= cfg.patience
-        record = {"episode": self.episode, "train_loss": float(np.mean([w["loss"] for w in window])),
-                  f"train_{cfg.metric}": float(np.mean([w[cfg.metric] for w in window])),
-                  f"val_{cfg.metric}": val, f"best_val_{cfg.metric}": self.best_score,
+        record = {"episode": self.episode, "train_loss": _finite(np.mean([w["loss"] for w in window])),
+                  f"train_{cfg.metric}": _finite(np.mean([w[cfg.metric] for w in window])),
+                  f"val_{cfg.metric}": _finite(val), f"best_val_{cfg.metric}": _finite(self.best_score),
                   "seconds": round(self.train_seconds, 3)}
         self.history.append(record)
-        if bar is not None:
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
         if dist.is_main() and self.run_dir:
             with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(record, allow_nan=False) + "\n")
             if self._writer is not None:
-                for key, value in record.items():
-                    if key != "episode" and value is not None:
-                        self._writer.add_scalar(f"{self.log_name}/{key}", value, self.episode)
+                # Tags are shared by every run (train/loss, val/accuracy, ...): each run has its own
+                # directory, so TensorBoard overlays runs and methods on one chart per tag.
+                tags = {"train_loss": "train/loss", f"train_{cfg.metric}": f"train/{cfg.metric}",
+                        f"val_{cfg.metric}": f"val/{cfg.metric}", f"best_val_{cfg.metric}": f"val/best_{cfg.metric}"}
+                for key, tag in tags.items():
+                    if record[key] is not None:
+                        self._writer.add_scalar(tag, record[key], self.episode)
             save_checkpoint(self.checkpoint_path, self.state())
             self._checkpoint_episode = self.episode
 
@@ -241,8 +270,11 @@ class Trainer:
 
 
 def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callable[[TaskResult], float],
-                   seed: int = 0) -> List[float]:
-    """Meta-test ``model`` on every task (inner-loop adaptation, no outer graph)."""
+                   seed: int = 0, progress: Optional[Callable[[int], None]] = None) -> List[float]:
+    """Meta-test ``model`` on every task (inner-loop adaptation, no outer graph).
+
+    ``progress(done)`` is called after each task (e.g. :meth:`TaskProgress.task`).
+    """
     was_training = model.training
     model.eval()
     scores = []
@@ -250,8 +282,18 @@ def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callabl
         for i, task in enumerate(tasks):
             torch.default_generator.manual_seed(task_seed(seed, -1, i))
             scores.append(metric(model(task, train=False)))
+            if progress is not None:
+                progress(i + 1)
     model.train(was_training)
     return scores
+
+
+def _finite(value) -> Optional[float]:
+    """``value`` as a float, or None when undefined (NaN/inf): logs stay strict JSON."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 __all__ = ["Trainer", "TrainerConfig", "evaluate_tasks", "mean_ci95", "task_seed", "METRICS"]

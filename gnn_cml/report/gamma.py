@@ -164,17 +164,19 @@ def add_arguments(p) -> None:
     p.add_argument("--methods", help=f"comma-separated base learners (default {','.join(METHODS)})")
     p.add_argument("--gammas", help=f"comma-separated gammas, must include 0 (default {','.join(f'{g:g}' for g in GAMMAS)})")
     p.add_argument("--runs", type=int, help=f"paired runs per point (default {DEFAULT_RUNS})")
-    p.add_argument("--ways", type=int, default=2)
-    p.add_argument("--shots", type=int, default=5)
-    p.add_argument("--split-seed", type=int, default=PAPER_SPLIT_SEED, help="class split seed (1234: the paper's)")
+    p.add_argument("--ways", type=int, default=2, help="N classes per task (default: 2)")
+    p.add_argument("--shots", type=int, default=5, help="K support nodes per class (default: 5)")
+    p.add_argument("--split-seed", type=int, default=PAPER_SPLIT_SEED,
+                   help=f"class split seed (default: {PAPER_SPLIT_SEED}, the paper's)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: citeseer, gammas 0,0.2,1, 3 runs, a few episodes (flags override)")
-    p.add_argument("--out", type=Path, default=Path("results/gamma"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--root", dest="data_root", help="data root (default $GNN_CML_DATA or ./data)")
-    p.add_argument("--resume", action="store_true", help="reuse finished points, continue interrupted ones")
-    p.add_argument("--overwrite", action="store_true", help="replace existing points")
-    p.add_argument("--no-progress", action="store_true")
+                   help="smoke run: citeseer, gammas 0,0.2,1, 3 runs, a few episodes (flags override; default: off)")
+    p.add_argument("--out", type=Path, default=Path("results/gamma"), help="output folder (default: results/gamma)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
+    p.add_argument("--root", dest="data_root", help="data root (default: $GNN_CML_DATA, else ./data)")
+    p.add_argument("--resume", action="store_true", help="reuse finished points, continue interrupted ones "
+                                                         "(default: off)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing points (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
 
 
 def run(args) -> int:

@@ -345,7 +345,7 @@ def pair_table(pairs: List[PairRow]) -> List[str]:
     return lines
 
 
-def write_reports(report: Report, out: Path, command: str) -> List[Path]:
+def write_reports(report: Report, out: Path, command: str, quick: bool = False) -> List[Path]:
     """Write table3.md, table3.csv (paired), table3_arms.csv, table3.json, table3.png, table3_forest.png."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -399,12 +399,16 @@ def write_reports(report: Report, out: Path, command: str) -> List[Path]:
     if report.split_seeds:
         lines += ["", "Class splits (reference rule; seed 1234 is the paper's): " + "; ".join(
             f"{cell}: {', '.join(map(str, s))}" for cell, s in report.split_seeds.items())]
+    if any(r.runs < 3 for r in rows):
+        lines += ["", "Note: CIs from fewer than 3 runs are unreliable (from 1 run: undefined, shown as -)."]
+    if quick:
+        lines += ["", "Note: a quick (smoke) run (`--quick`): few episodes and runs; not comparable to the paper."]
     if report.skipped:
         lines += ["", "Skipped graphs:", ""] + [f"- {g}: {why}" for g, why in report.skipped]
     (out / "table3.md").write_text("\n".join(lines) + "\n")
     paths = [out / "table3.md", out / "table3.csv", out / "table3_arms.csv", out / "table3.json"]
     if rows:
-        paths.append(_plot([r for r in rows if r.split == str(PAPER_SPLIT_SEED)] or rows, out / "table3.png"))
+        paths.append(_plot([r for r in rows if r.split == str(PAPER_SPLIT_SEED)] or rows, out / "table3.png", quick))
     if pairs:
         paths.append(forest_plot(pairs, out / "table3_forest.png"))
     return paths
@@ -467,7 +471,8 @@ def forest_plot(pairs: List[PairRow], path: Path) -> Path:
     return path
 
 
-def _plot(rows: List[Row], path: Path) -> Path:
+def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
+    """Ours (mean ± 95% CI over runs) beside the paper's values, on a y-range that shows the differences."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -477,22 +482,44 @@ def _plot(rows: List[Row], path: Path) -> Path:
     cells = list(dict.fromkeys((r.graph, r.setting) for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
     width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(cells)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(cells)), 4.4))
     x = np.arange(len(cells))
+    palette = plt.get_cmap("tab20").colors  # pairs: dark (with CML) and light (base) of one hue
+    bases = list(dict.fromkeys(m.replace("+cml", "") for m in methods))
+    shown: List[float] = []
+    paper_labelled = False
     for i, m in enumerate(methods):
         got = {(r.graph, r.setting): r for r in rows if r.method == m}
-        means = [got[c].mean if c in got and got[c].mean is not None else np.nan for c in cells]
-        errs = [got[c].ci95 if c in got and got[c].ci95 is not None and got[c].ci95 == got[c].ci95 else 0
-                for c in cells]
+        hue, cml = bases.index(m.replace("+cml", "")), m.endswith("+cml")
+        color = palette[(2 * hue + (0 if cml else 1)) % len(palette)]
         pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, means, width, yerr=errs, capsize=2, label=m)
-        papers = [got[c].paper if c in got and got[c].paper is not None else np.nan for c in cells]
-        ax.scatter(pos, papers, marker="_", s=120, color="black", zorder=3)
+        means = np.array([got[c].mean if c in got and got[c].mean is not None else np.nan for c in cells], float)
+        errs = np.array([got[c].ci95 if c in got and got[c].ci95 is not None and got[c].ci95 == got[c].ci95
+                         else 0.0 for c in cells], float)
+        ax.errorbar(pos, means, yerr=errs, fmt="s" if cml else "o", ms=6, color=color, ecolor=color, elinewidth=1.6,
+                    capsize=0, markeredgecolor="black" if cml else color, label=f"{m} (ours ± 95% CI)")
+        shown += [v for v in means - errs if v == v] + [v for v in means + errs if v == v]
+        papers = np.array([got[c].paper if c in got and got[c].paper is not None else np.nan for c in cells], float)
+        if np.isfinite(papers).any():
+            ax.scatter(pos, papers, marker="D", s=42, facecolor="white", edgecolor="black", linewidth=1.3, zorder=4,
+                       label=None if paper_labelled else "paper (Table 3)")
+            paper_labelled = True
+            shown += [v for v in papers if v == v]
+    if shown:  # a y-range around the values, not from 0: differences of a few points stay visible
+        lo, hi = min(shown), max(shown)
+        pad = max(2.0, 0.08 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    for boundary in x[1:] - 0.5:
+        ax.axvline(boundary, color="0.85", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([f"{g}\n{s}" for g, s in cells], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Table 3 reproduction, split 1234 (bars: ours ± 95% CI; black ticks: paper)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.grid(axis="y", color="0.9")
+    title = "Table 3 reproduction: ours (mean ± 95% CI over runs) vs paper (◇)"
+    if quick:
+        title += "\nQUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
+    ax.set_title(title, fontsize=10, color="firebrick" if quick else "black")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -511,17 +538,19 @@ def add_arguments(p) -> None:
                                          "distinct test classes; 1234 is the paper's split) or a comma list of "
                                          "seeds like 1234,1240 (default 1)")
     p.add_argument("--dagger", action="store_true", default=None,
-                   help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner)")
+                   help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner; "
+                        "default: off, on with --study)")
     p.add_argument("--study", action="store_true",
                    help="issue 11's full study: citeseer,cora; gmeta,ammgnn,maml ± CML and CML-dagger; 20 runs; "
-                        "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override)")
-    p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so ({QUICK_RUNS} runs, few episodes)")
-    p.add_argument("--out", type=Path, default=Path("results/table3"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--root", dest="data_root", help="data root (default $GNN_CML_DATA or ./data)")
-    p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones")
-    p.add_argument("--overwrite", action="store_true", help="replace existing cells")
-    p.add_argument("--no-progress", action="store_true")
+                        "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override; default: off)")
+    p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so per graph ({QUICK_RUNS} runs, few episodes; default: off)")
+    p.add_argument("--out", type=Path, default=Path("results/table3"), help="output folder (default: results/table3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
+    p.add_argument("--root", dest="data_root", help="data root (default: $GNN_CML_DATA, else ./data)")
+    p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones "
+                                                         "(default: off)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing cells (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
 
 
 def _csv(text: Optional[str], what: str) -> Optional[List[str]]:
@@ -551,7 +580,7 @@ def run(args) -> int:
                         dagger=dagger)
     command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce table3"
-    paths = write_reports(report, args.out, command)
+    paths = write_reports(report, args.out, command, args.quick)
     print((Path(args.out) / "table3.md").read_text())
     for path in paths:
         print(path)
