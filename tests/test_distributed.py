@@ -11,7 +11,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from gnn_cml.config import resolve
-from gnn_cml.experiment import run_experiment
+from gnn_cml.experiments.graph import run_experiment
 
 WORLD = 2
 # dropout stays at 0.5: per-task seeds must make the masks independent of the rank layout

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnn_cml.benchmarks.image import (OmniglotSampler, build_learner, conv4_encoder, load_omniglot,
+from gnn_cml.experiments.image import (OmniglotSampler, build_learner, conv4_encoder, load_omniglot,
                                       load_oneshot_runs, rotated_classes, widen_head)
 from gnn_cml.cli import main
 from gnn_cml.errors import GnnCmlError

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnn_cml.benchmarks.regression import (AMPLITUDE, PHASE, X_RANGE, SinusoidSampler, build_learner,
+from gnn_cml.experiments.regression import (AMPLITUDE, PHASE, X_RANGE, SinusoidSampler, build_learner,
                                            run_regression)
 from gnn_cml.cli import main
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks

@@ -227,7 +227,7 @@ def test_memory_stays_flat(tmp_path, monkeypatch):
     psutil = pytest.importorskip("psutil")
     from gnn_cml.config import resolve
     from gnn_cml.engine.trainer import Trainer, TrainerConfig
-    from gnn_cml.experiment import GraphTask
+    from gnn_cml.experiments.graph import GraphTask
     from gnn_cml.meta.factory import build_learner
     from gnn_cml.sampling import TaskSet
 

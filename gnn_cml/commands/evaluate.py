@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from gnn_cml.engine.checkpoint import dumps
     from gnn_cml.errors import require
-    from gnn_cml.experiment import evaluate_run
+    from gnn_cml.experiments.graph import evaluate_run
 
     require(args.tasks is None or args.tasks > 0, f"--tasks must be positive, got {args.tasks}")
     result = evaluate_run(args.run_dir, args.tasks, args.co_learner, progress=not args.no_progress)

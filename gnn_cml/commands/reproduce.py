@@ -10,9 +10,9 @@ TARGETS = {
                "few-shot node classification, every method beside the paper's Table 3"),
     "gamma": ("gnn_cml.report.gamma", "gnn_cml.report.gamma:add_arguments",
               "CML's gamma sweep: accuracy and paired gain against gamma = 0"),
-    "regression": ("gnn_cml.benchmarks.regression", "gnn_cml.benchmarks.options:add_regression_arguments",
+    "regression": ("gnn_cml.experiments.regression", "gnn_cml.experiments.options:add_regression_arguments",
                    "sinusoid regression, MAML vs MAML+CML (the paper's Fig. 2)"),
-    "omniglot": ("gnn_cml.benchmarks.image", "gnn_cml.benchmarks.options:add_omniglot_arguments",
+    "omniglot": ("gnn_cml.experiments.image", "gnn_cml.experiments.options:add_omniglot_arguments",
                  "Omniglot 5-way 1/5-shot and the 20 canonical 20-way one-shot runs"),
 }
 

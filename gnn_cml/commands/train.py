@@ -91,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from gnn_cml.engine import distributed as dist
     from gnn_cml.engine.progress import status
-    from gnn_cml.experiment import run_experiment
+    from gnn_cml.experiments.graph import run_experiment
 
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if cli_flag(f.name)}
     cfg = resolve(overrides, args.config)

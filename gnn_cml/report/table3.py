@@ -154,7 +154,7 @@ def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, 
     A finished arm is reused only when its saved config equals ``cfg`` (data root aside); with more
     ``runs`` it is extended, and any other change is refused by ``run_experiment``.
     """
-    from gnn_cml.experiment import run_experiment
+    from gnn_cml.experiments.graph import run_experiment
 
     done = Path(run_dir) / "results.json"
     if resume and done.exists():
@@ -171,7 +171,7 @@ def shared_task_file(cfg, path: Path, overwrite: bool = False) -> Path:
     An existing file from other settings (e.g. a ``--quick`` run's 20 tasks) is replaced with
     ``overwrite`` and refused otherwise.
     """
-    from gnn_cml.experiment import GraphTask
+    from gnn_cml.experiments.graph import GraphTask
     from gnn_cml.sampling import TaskSet
 
     if path.exists():
@@ -194,7 +194,7 @@ def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
     """CML-dagger accuracies of a finished CML run, from its saved models (no retraining), paired with
     ``base``; cached in ``dagger.json`` of the CML run."""
     from gnn_cml.engine.checkpoint import write_json
-    from gnn_cml.experiment import evaluate_run
+    from gnn_cml.experiments.graph import evaluate_run
 
     path = Path(cml_dir) / "dagger.json"
     if resume and path.exists():

@@ -1,8 +1,8 @@
-"""Non-graph benchmarks of the paper on the same engine: sinusoid regression and Omniglot.
+"""What the regression and image experiments share (sinusoid regression and Omniglot).
 
-Each benchmark module exposes its ``run_*`` function plus ``add_arguments(parser)`` /
-``run(args)`` for ``gnn-cml reproduce regression`` and ``gnn-cml reproduce omniglot``.
-This package module holds what both share: training one method with the shared
+Each of :mod:`gnn_cml.experiments.regression` and :mod:`gnn_cml.experiments.image` exposes
+its ``run_*`` function plus ``run(args)`` for ``gnn-cml reproduce regression`` and
+``gnn-cml reproduce omniglot``. This module holds what both share: training one method with the shared
 :class:`~gnn_cml.engine.trainer.Trainer`, summarising per-seed scores, learning-curve
 plots and the common command-line options.
 """
@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from gnn_cml.benchmarks.options import add_common_arguments, int_list
+from gnn_cml.experiments.options import add_common_arguments, int_list
 from gnn_cml.engine.metrics import mean_ci95
 from gnn_cml.errors import require
 

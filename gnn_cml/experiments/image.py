@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gnn_cml.benchmarks.options import (OMNIGLOT_ITERATIONS, OMNIGLOT_SEEDS, OMNIGLOT_TEST_TASKS,
+from gnn_cml.experiments.options import (OMNIGLOT_ITERATIONS, OMNIGLOT_SEEDS, OMNIGLOT_TEST_TASKS,
                                        add_omniglot_arguments)
-from gnn_cml.benchmarks import (METHODS, add_common_arguments, check_common, command_line, derive_seed, fmt,
+from gnn_cml.experiments.common import (METHODS, add_common_arguments, check_common, command_line, derive_seed, fmt,
                                 plot_curves, summarise, train)
 from gnn_cml.data.paths import cache_root, data_root
 from gnn_cml.engine.checkpoint import write_json
@@ -51,7 +51,7 @@ DRAWINGS = 20
 SPLIT = (162, 20, 60)  # train / val / test characters out of 242
 SPLIT_SEED = 1234
 CHANNELS, INNER_LR, INNER_STEPS, META_BATCH, LR, GAMMA, QUERIES = 64, 0.5, 1, 4, 1e-3, 1.0, 15
-DEFAULT_ITERATIONS = OMNIGLOT_ITERATIONS  # see gnn_cml/benchmarks/options.py
+DEFAULT_ITERATIONS = OMNIGLOT_ITERATIONS  # see gnn_cml/experiments/options.py
 DEFAULT_SEEDS = OMNIGLOT_SEEDS
 VAL_TASKS, VALIDATIONS, TEST_TASKS = 30, 16, OMNIGLOT_TEST_TASKS
 QUICK = {"iterations": 20, "val_tasks": 5, "validations": 4, "test_tasks": 40}

@@ -1,0 +1,342 @@
+"""A graph meta-learning experiment: graph -> split -> episodes -> learner -> runs -> results.json."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from gnn_cml.config import RunConfig, load_yaml
+from gnn_cml.data import cache_root, data_root, default_split, load_graph
+from gnn_cml.engine import distributed as dist
+from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
+from gnn_cml.engine.metrics import ci_note, mean_ci95
+from gnn_cml.engine.progress import TaskProgress, status
+from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
+from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.meta.factory import build_learner
+from gnn_cml.models.graph import PreparedGraph
+from gnn_cml.report.paired import tasks_digest
+from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
+
+_STREAM = {"train": 1, "val": 2, "test": 3}
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """Independent, reproducible seeds per (run, purpose) from one run seed."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+@dataclass
+class GraphTask:
+    """Everything parameter-free an experiment needs, built (and validated) before any file is written."""
+
+    cfg: RunConfig
+    data: object
+    graph: PreparedGraph
+    split: ClassSplit
+
+    @classmethod
+    def build(cls, cfg: RunConfig, progress: bool = False) -> "GraphTask":
+        where = cfg.graph if str(cfg.graph).endswith(".npz") else f"{cfg.graph} from {data_root(cfg.data_root)}"
+        status(f"loading graph {where} ...", progress)
+        data = _load_graph(cfg)
+        split = default_split(data, seed=cfg.split_seed, counts=cfg.split, rule=cfg.split_rule)
+        status(f"loaded {cfg.graph}: {int(data.num_nodes):,} nodes, {int(data.edge_index.shape[1]):,} edges, "
+               f"{int(data.num_classes)} classes; class split {len(split.train)}/{len(split.val)}/{len(split.test)} "
+               f"(train/val/test)", progress)
+        task = cls(cfg, data, None, split)
+        # Fail on impossible requests now, before anything is trained or written.
+        for part, queries in (("train", cfg.queries), ("val", cfg.queries), ("test", cfg.test_queries)):
+            task.sampler(part, queries, seed=0)
+        task.graph = PreparedGraph(data, norm=cfg.norm)
+        return task
+
+    def split_provenance(self) -> Dict:
+        """Which rule and seed produced the class split (written to ``split.json``)."""
+        cfg = self.cfg
+        if getattr(self.data, "train_classes", None) is not None and getattr(self.data, "test_classes", None) is not None:
+            return {"rule": "upstream", "seed": cfg.split_seed,
+                    "description": "the dataset's upstream train/test classes; validation classes drawn from "
+                                   "the training classes"}
+        descriptions = {"reference": "np.random.seed(seed); test = np.random.choice(classes, n_test); "
+                                     "val = np.random.choice(sorted rest, n_val); train = the rest (the reference "
+                                     "code behind the paper's Table 3)",
+                        "shuffle": "random.Random(seed).shuffle(classes) cut into train/val/test blocks"}
+        return {"rule": cfg.split_rule, "seed": cfg.split_seed, "description": descriptions[cfg.split_rule]}
+
+    def sampler(self, part: str, queries: int, seed: int) -> EpisodeSampler:
+        cfg = self.cfg
+        try:
+            return EpisodeSampler(self.data.y, self.split.part(part), cfg.ways, cfg.shots, queries, seed=seed,
+                                  labels_per_class=cfg.labels_per_class if part == "train" else None)
+        except GnnCmlError as exc:
+            message = str(exc)
+            if part == "test":  # the test sampler draws --test-queries, not --queries, per class
+                message = message.replace("--queries", "--test-queries")
+            raise GnnCmlError(f"{part} classes {list(self.split.part(part))}: {message}") from None
+
+    def test_tasks(self) -> TaskSet:
+        cfg = self.cfg
+        meta = {"graph": cfg.graph, "split": self.split.to_dict(), "seed": cfg.seed}
+        return TaskSet.generate(self.sampler("test", cfg.test_queries, derive_seed(cfg.seed, _STREAM["test"])),
+                                cfg.test_tasks, meta)
+
+
+def _load_graph(cfg: RunConfig):
+    """``load_graph``, with damaged data files (truncated pickles, a half-written processed cache)
+    reported as one-line :class:`GnnCmlError` instead of a traceback."""
+    try:
+        return load_graph(cfg.graph, cfg.data_root)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        if str(cfg.graph).endswith(".npz"):
+            raise
+        root = data_root(cfg.data_root)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        raise GnnCmlError(f"could not read graph '{cfg.graph}': a file under the data root {root} or the "
+                          f"processed cache {cache_root(root)} is truncated or corrupt ({first}): delete the "
+                          f"graph's processed/ folder in the cache and restore its raw files") from None
+
+
+def check_output(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty folder that is not a gnn-cml run."""
+    if out.exists() or out.is_symlink():
+        require(out.is_dir(), f"--out {out} exists and is not a directory: pick another --out")
+        if any(out.iterdir()) and (overwrite or resume):
+            require((out / "config.yaml").is_file(),
+                    f"{out} is not empty and holds no gnn-cml run (no config.yaml), so "
+                    f"--{'overwrite' if overwrite else 'resume'} will not touch it: pick another --out")
+
+
+def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber another run; check a resumed run has the same config."""
+    config_path = out / "config.yaml"
+    check_output(out, resume, overwrite)
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif resume:
+            saved = load_yaml(config_path)
+            current = cfg.to_dict()
+            changed = [k for k in current if k != "runs" and saved.get(k) != current[k]]
+            require(not changed, f"--resume with a different config than {config_path} ({', '.join(changed)} "
+                                 f"changed): rerun with the saved settings or use --overwrite")
+        else:
+            raise GnnCmlError(f"output directory {out} exists from another run: pass --resume to continue it "
+                              f"or --overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GnnCmlError(f"cannot create output directory {out} ({exc.strerror or exc}): "
+                          f"pick a writable --out") from None
+
+
+def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: bool = False,
+                   task_file: Optional[Path] = None, progress: bool = True) -> Dict:
+    """Train ``cfg.runs`` independent runs and write ``results.json`` to ``out``."""
+    out = Path(out)
+    if dist.is_main():
+        check_output(out, resume, overwrite)
+    name = f"{cfg.method}{'+cml' if cfg.cml else ''}"
+    task = GraphTask.build(cfg, progress)
+    if task_file is not None:
+        tests = TaskSet.load(task_file)
+        require(tests.meta.get("ways") == cfg.ways and tests.meta.get("shots") == cfg.shots,
+                f"task file {task_file} holds {tests.meta.get('ways')}-way {tests.meta.get('shots')}-shot tasks, "
+                f"not {cfg.ways}-way {cfg.shots}-shot: regenerate it or drop --task-file")
+        _check_task_file(tests, task, task_file)
+    else:
+        status(f"drawing {cfg.test_tasks} fixed test tasks ({cfg.ways}-way {cfg.shots}-shot, "
+               f"{cfg.test_queries} queries per class)", progress)
+        tests = task.test_tasks()
+    # Build the learner once, so that a bad backbone/pool/modulation fails before anything is written.
+    with torch.random.fork_rng(devices=[]):
+        build_learner(cfg, task.graph, seed=0)
+    if dist.is_main():
+        prepare_output(out, cfg, resume, overwrite)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance()))
+        if not (out / "test_tasks.npz").exists():
+            tests.save(out / "test_tasks.npz")
+    dist.barrier()
+    status(f"training {name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {cfg.runs} run"
+           f"{'s' if cfg.runs > 1 else ''} of at most {cfg.episodes} episodes (validation every {cfg.val_every}, "
+           f"stop after {cfg.patience} without gain) -> {out}", progress)
+    started = time.perf_counter()
+    runs: List[Dict] = []
+    for run in range(cfg.runs):
+        runs.append(_one_run(task, tests, run, out / f"run_{run}", resume, progress))
+    result = summarise(cfg, runs, time.perf_counter() - started, task.split)
+    result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
+    if dist.is_main():
+        write_json(out / "results.json", result)
+    acc = result["test_accuracy"]
+    status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {_pm(acc['mean'], acc['ci95'])} "
+           f"(mean ± 95% CI over {len(runs)} run{'s' if len(runs) > 1 else ''})"
+           + (f"; CI {acc['ci95_note']}" if acc.get("ci95_note") else ""), progress)
+    return result
+
+
+def _pm(mean: float, ci: Optional[float]) -> str:
+    """``74.31% ± 2.10`` (``± -`` when the CI is undefined)."""
+    ci_text = "-" if ci is None or ci != ci else f"{ci:.2f}"
+    return f"{mean:.2f}% ± {ci_text}"
+
+
+def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
+    """Tasks from another graph would index the wrong (or missing) nodes: refuse them."""
+    def canonical(name) -> str:
+        from gnn_cml.data.registry import graph_info
+
+        if str(name).endswith(".npz"):
+            return Path(str(name)).stem
+        try:
+            return graph_info(str(name)).name
+        except GnnCmlError:
+            return str(name)
+
+    graph = tests.meta.get("graph")
+    require(graph is None or canonical(graph) == canonical(task.cfg.graph),
+            f"task file {task_file} holds tasks on graph '{graph}', not '{task.cfg.graph}': "
+            f"use a task file written for this graph")
+    n, ways = int(task.data.num_nodes), task.cfg.ways
+    for e in tests:
+        for nodes, labels in ((e.support, e.support_y), (e.query, e.query_y)):
+            require(nodes.dim() == 1 and nodes.shape == labels.shape and not nodes.is_floating_point(),
+                    f"task file {task_file} is malformed (node and label arrays do not match): regenerate it")
+            require(nodes.numel() == 0 or (int(nodes.min()) >= 0 and int(nodes.max()) < n),
+                    f"task file {task_file} refers to nodes outside 0..{n - 1} of '{task.cfg.graph}': "
+                    f"use a task file written for this graph")
+            require(labels.numel() == 0 or (int(labels.min()) >= 0 and int(labels.max()) < ways),
+                    f"task file {task_file} has labels outside 0..{ways - 1}: regenerate it")
+
+
+def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
+    cfg = task.cfg
+    result_path = run_dir / "result.json"
+    if resume and result_path.exists():
+        record = json.loads(result_path.read_text())
+        status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
+               f"{_pm(record['test_accuracy'], record.get('test_ci95'))}", progress)
+        return record
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    seed = derive_seed(cfg.seed, 100 + run)
+    label = f"run {run + 1}/{cfg.runs}"
+    learner = build_learner(cfg, task.graph, seed=seed)
+    val = TaskSet.generate(task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"])), cfg.val_tasks)
+    hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}
+    trainer = Trainer(
+        learner, task.sampler("train", cfg.queries, derive_seed(seed, _STREAM["train"])), val,
+        TrainerConfig(episodes=cfg.episodes, meta_batch=cfg.meta_batch, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, val_every=cfg.val_every, patience=cfg.patience,
+                      metric="accuracy", seed=seed, progress=progress),
+        run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run))
+    trainer.fit()
+    start = time.perf_counter()
+    shown = TaskProgress(label, len(tests), enabled=progress and dist.is_main())
+    try:
+        scores = trainer.evaluate(tests, progress=shown.task)
+    finally:
+        shown.close()
+    test_seconds = time.perf_counter() - start
+    summary = mean_ci95([100 * s for s in scores])
+    record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
+              "test_tasks": len(scores), "best_val_accuracy": 100 * (trainer.best_score or 0.0),
+              "best_episode": trainer.best_episode, "episodes": trainer.episode,
+              "stopped_early": trainer.stopped_early, "train_seconds": trainer.train_seconds,
+              "test_seconds": test_seconds,
+              "episodes_per_s": trainer.episode / trainer.train_seconds if trainer.train_seconds else None}
+    trainer.log_test(summary["mean"] / 100, {"test_accuracy_ci95": summary["ci95"] / 100})
+    if dist.is_main():
+        save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
+        write_json(result_path, record)
+    stop = (f"stopped early at episode {trainer.episode}" if trainer.stopped_early
+            else f"{trainer.episode} episodes (the cap)")
+    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
+           f"{len(scores)} test tasks) · best val {100 * (trainer.best_score or 0.0):.1f}% @ episode "
+           f"{trainer.best_episode} · {stop} · {trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test",
+           progress)
+    return record
+
+
+def summarise(cfg: RunConfig, runs: List[Dict], wall: float, split: ClassSplit) -> Dict:
+    accs = [r["test_accuracy"] for r in runs]
+    episodes = sum(r["episodes"] for r in runs)
+    seconds = sum(r["train_seconds"] for r in runs)
+    return {
+        "graph": cfg.graph, "method": cfg.method, "cml": cfg.cml, "gamma": cfg.gamma if cfg.cml else 0.0,
+        "ways": cfg.ways, "shots": cfg.shots,
+        "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent",
+                              note="mean over runs of the per-run mean accuracy on the fixed test tasks; "
+                                   "ci95 is a Student-t interval over runs",
+                              **_note(len(accs))),
+        "mean_within_run_ci95": _mean_defined([r["test_ci95"] for r in runs]),
+        "runs": runs, "split": split.to_dict(), "wall_time_s": wall,
+        "episodes_per_s": episodes / seconds if seconds else None, "config": cfg.to_dict(),
+    }
+
+
+def _note(n: int) -> Dict:
+    note = ci_note(n)
+    return {"ci95_note": note} if note else {}
+
+
+def _mean_defined(values) -> Optional[float]:
+    """Mean of the defined values (None and NaN left out), or None when none is defined."""
+    defined = [v for v in values if v is not None and v == v]
+    return float(np.mean(defined)) if defined else None
+
+
+def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = False,
+                 progress: bool = False) -> Dict:
+    """Re-evaluate every saved run of ``out`` on its fixed test tasks (or ``num_tasks`` new ones)."""
+    from gnn_cml.config import resolve
+
+    out = Path(out)
+    require((out / "config.yaml").is_file(), f"{out} is not a gnn-cml run directory (no config.yaml): check the path")
+    cfg = resolve({}, out / "config.yaml")
+    require(not co_learner or cfg.cml, f"--co-learner needs a run trained with --cml; {out} has none")
+    if co_learner:
+        cfg.dagger = True
+    task = GraphTask.build(cfg, progress)
+    if num_tasks is not None:
+        cfg.test_tasks = num_tasks
+        tests = task.test_tasks()
+    else:
+        tests = TaskSet.load(out / "test_tasks.npz")
+    accs = []
+    runs = sorted(out.glob("run_*/model.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+    require(runs, f"{out} has no finished run (run_*/model.pt): train it first or use --resume")
+    for k, path in enumerate(runs):
+        learner = build_learner(cfg, task.graph)
+        state = load_checkpoint(path)
+        try:
+            learner.load_state_dict(state["model"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise GnnCmlError(f"{path} does not hold this run's model ({first}): "
+                              f"retrain with gnn-cml train --overwrite --out {out}") from None
+        result_path = path.parent / "result.json"
+        require(result_path.is_file(), f"{path.parent} is unfinished (no result.json): "
+                                       f"finish it with gnn-cml train --resume --out {out}")
+        run_seed = json.loads(result_path.read_text())["seed"]
+        label = f"run {k + 1}/{len(runs)} ({path.parent.name})"
+        shown = TaskProgress(label, len(tests), enabled=progress, what="evaluating")
+        try:
+            scores = evaluate_tasks(learner.test_model(), tests, METRICS["accuracy"], seed=run_seed,
+                                    progress=shown.task)
+        finally:
+            shown.close()
+        accs.append(100 * float(np.mean(scores)))
+        status(f"{label} · test accuracy {accs[-1]:.2f}% on {len(tests)} tasks", progress)
+    return {"graph": cfg.graph, "method": cfg.method, "cml": cfg.cml, "co_learner": co_learner,
+            "test_tasks": len(tests),
+            "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent", **_note(len(accs)))}
