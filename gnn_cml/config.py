@@ -76,7 +76,9 @@ class RunConfig:
                                         "code), scalar or feature", choices=("reference", "scalar", "feature"))
     query_eval: bool = _opt(False, "query pass in eval mode (no dropout) during meta-training", cli=False)
     val_every: int = _opt(10, "validate every this many episodes")
-    val_tasks: int = _opt(20, "fixed validation tasks per validation")
+    val_tasks: int = _opt(20, "validation tasks per validation")
+    val_resample: bool = _opt(False, "draw fresh validation tasks at every validation, as the reference scripts "
+                                     "do, instead of one fixed set per run")
     patience: int = _opt(10, "stop a run after this many validations without gain")
     test_tasks: int = _opt(100, "fixed test tasks (the same for every run and method)")
     runs: int = _opt(5, "independent runs (the 95% CI is over runs; 3 or more make it meaningful)")

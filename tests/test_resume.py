@@ -257,3 +257,30 @@ def test_memory_stays_flat(tmp_path, monkeypatch):
     (rss100, t100), (rss400, t400) = seen[100], seen[400]
     assert t400 <= t100, (t100, t400)
     assert rss400 - rss100 < 50 * 2**20, (rss100 / 2**20, rss400 / 2**20)
+
+
+def test_resampled_validation_tasks_differ_each_time_and_resume_exactly(tmp_path, shared_data):
+    """--val-resample: fresh validation tasks at every validation (as the reference scripts), and a run
+    killed mid-way resumes to the same result (the validation sampler's state is checkpointed)."""
+    from gnn_cml.sampling import EpisodeSampler
+    from gnn_cml.sampling.episodes import ResampledTasks
+
+    tasks = ResampledTasks(EpisodeSampler(np.arange(30) % 3, [0, 1, 2], 2, 1, 2, seed=0), 4)
+    first, second = [torch.cat([e.support, e.query]) for e in tasks], [torch.cat([e.support, e.query]) for e in tasks]
+    assert len(first) == 4 and not all(torch.equal(a, b) for a, b in zip(first, second))
+
+    args = [a for a in ARGS if a != "--no-progress"] + ["--no-progress", "--val-resample", "--root", str(shared_data)]
+    ref = tmp_path / "ref"
+    assert main(["train", *args, "--out", str(ref)]) == 0
+    assert "val_resample: true" in (ref / "config.yaml").read_text()
+    out = tmp_path / "run"
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILL_DURING_WRITE)
+    proc = subprocess.run([sys.executable, str(driver), "train", *args, "--out", str(out)],
+                          env=dict(env(), KILL_AT="4"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert main(["train", *args, "--out", str(out), "--resume"]) == 0
+    assert_same_run(out, ref)
+    fixed = tmp_path / "fixed"  # the same run with one fixed validation set validates on other tasks
+    assert main(["train", *[a for a in args if a != "--val-resample"], "--out", str(fixed)]) == 0
+    assert metrics(fixed / "run_0") != metrics(ref / "run_0")

@@ -71,7 +71,9 @@ class Trainer:
     def __init__(self, model: MetaLearner, sampler, val_tasks: Sequence[Episode], config: TrainerConfig,
                  run_dir: Optional[Path] = None, resume: bool = False, log_name: str = "train",
                  tensorboard: bool = True, hparams: Optional[Dict] = None):
-        self.model, self.sampler, self.val_tasks, self.cfg = model, sampler, list(val_tasks), config
+        # A fixed task list, or a resampling task source (``get_state``: fresh tasks at every validation).
+        self.val_tasks = val_tasks if hasattr(val_tasks, "get_state") else list(val_tasks)
+        self.model, self.sampler, self.cfg = model, sampler, config
         if config.metric not in METRICS:
             raise GnnCmlError(f"unknown metric '{config.metric}': use {', '.join(METRICS)}")
         self.metric, self.higher = METRICS[config.metric], HIGHER_IS_BETTER[config.metric]
@@ -251,7 +253,8 @@ class Trainer:
                 "best_state": self.best_state, "episode": self.episode, "best_score": self.best_score,
                 "best_episode": self.best_episode, "bad_validations": self.bad_validations,
                 "stopped_early": self.stopped_early, "history": self.history,
-                "sampler": self.sampler.get_state(), "train_seconds": self.train_seconds}
+                "sampler": self.sampler.get_state(), "train_seconds": self.train_seconds,
+                "val_tasks": self.val_tasks.get_state() if hasattr(self.val_tasks, "get_state") else None}
 
     def _restore(self, state: Dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -261,6 +264,8 @@ class Trainer:
                     "train_seconds"):
             setattr(self, key, state[key])
         self.sampler.set_state(state["sampler"])
+        if hasattr(self.val_tasks, "set_state") and state.get("val_tasks") is not None:
+            self.val_tasks.set_state(state["val_tasks"])
         self._checkpoint_episode = self.episode
         if self.run_dir is not None:  # drop metric lines written after the checkpoint
             path = self.run_dir / "metrics.jsonl"

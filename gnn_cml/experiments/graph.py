@@ -25,6 +25,7 @@ from gnn_cml.meta.factory import build_learner
 from gnn_cml.models.graph import PreparedGraph
 from gnn_cml.report.paired import tasks_digest
 from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
+from gnn_cml.sampling.episodes import ResampledTasks
 
 _STREAM = {"train": 1, "val": 2, "test": 3}
 
@@ -125,7 +126,8 @@ def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> 
         elif resume:
             saved = load_yaml(config_path)
             current = cfg.to_dict()
-            changed = [k for k in current if k != "runs" and saved.get(k) != current[k]]
+            defaults = RunConfig().to_dict()  # keys added after the run was written hold their defaults
+            changed = [k for k in current if k != "runs" and saved.get(k, defaults.get(k)) != current[k]]
             require(not changed, f"--resume with a different config than {config_path} ({', '.join(changed)} "
                                  f"changed): rerun with the saved settings or use --overwrite")
         else:
@@ -231,7 +233,8 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
     seed = derive_seed(cfg.seed, 100 + run)
     label = f"run {run + 1}/{cfg.runs}"
     learner = build_learner(cfg, task.graph, seed=seed)
-    val = TaskSet.generate(task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"])), cfg.val_tasks)
+    val_sampler = task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"]))
+    val = ResampledTasks(val_sampler, cfg.val_tasks) if cfg.val_resample else TaskSet.generate(val_sampler, cfg.val_tasks)
     hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}
     trainer = Trainer(
         learner, task.sampler("train", cfg.queries, derive_seed(seed, _STREAM["train"])), val,

@@ -160,7 +160,8 @@ def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, 
     if resume and done.exists():
         saved = load_results(done)
         mine = cfg.to_dict()
-        if all(saved.get("config", {}).get(k) == v for k, v in mine.items() if k != "data_root"):
+        defaults = type(cfg)().to_dict()  # keys added after the arm was written hold their defaults
+        if all(saved.get("config", {}).get(k, defaults.get(k)) == v for k, v in mine.items() if k != "data_root"):
             return saved
     return run_experiment(cfg, run_dir, resume=resume, overwrite=overwrite, task_file=task_file, progress=progress)
 

@@ -161,3 +161,24 @@ class TaskSet:
                               ("support", "support_y", "query", "query_y", "classes")))
                     for i in range(arrays["support"].shape[0])]
         return cls(episodes, json.loads(str(arrays["meta"])))
+
+
+class ResampledTasks:
+    """``count`` fresh tasks from ``sampler`` each time it is iterated, as the reference scripts
+    validate (new validation tasks at every validation); its state is the sampler's."""
+
+    def __init__(self, sampler: EpisodeSampler, count: int):
+        require(count > 0, f"the number of tasks must be positive, got {count}")
+        self.sampler, self.count = sampler, int(count)
+
+    def __iter__(self):
+        return iter([self.sampler.sample() for _ in range(self.count)])
+
+    def __len__(self):
+        return self.count
+
+    def get_state(self) -> Dict:
+        return self.sampler.get_state()
+
+    def set_state(self, state: Dict) -> None:
+        self.sampler.set_state(state)
