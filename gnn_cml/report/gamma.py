@@ -12,7 +12,7 @@ from gnn_cml.config import resolve
 from gnn_cml.data import graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import finite, pair_runs, t_interval
-from gnn_cml.report.table3 import PAPER_SPLIT_SEED, QUICK, _fmt, _p, _signed, _strict, run_arm, shared_task_file
+from gnn_cml.report.table3 import PAPER_SPLIT_SEED, add_output_arguments, QUICK, _fmt, _p, _signed, _strict, run_arm, shared_task_file
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -170,13 +170,7 @@ def add_arguments(p) -> None:
                    help=f"class split seed (default: {PAPER_SPLIT_SEED}, the paper's)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: citeseer, gammas 0,0.2,1, 3 runs, a few episodes (flags override; default: off)")
-    p.add_argument("--out", type=Path, default=Path("results/gamma"), help="output folder (default: results/gamma)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
-    p.add_argument("--root", dest="data_root", help="data root (default: $GNN_CML_DATA, else ./data)")
-    p.add_argument("--resume", action="store_true", help="reuse finished points, continue interrupted ones "
-                                                         "(default: off)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing points (default: off)")
-    p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
+    add_output_arguments(p, "results/gamma", "points")
 
 
 def run(args) -> int:

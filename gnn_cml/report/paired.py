@@ -74,13 +74,7 @@ def paired_stats(base: Sequence[float], treated: Sequence[float]) -> Dict:
     require(bool(np.all(np.isfinite(b)) and np.all(np.isfinite(c))), "paired arms hold a NaN or infinite value")
     d = c - b
     delta = t_interval(d)
-    flags: List[str] = []
-    if len(d) < MIN_RUNS_FOR_CI:
-        flags.append("few_runs")
-    if len(d) < 2:
-        flags.append("no_interval")
-    p_wilcoxon, more = wilcoxon_p(d)
-    flags += [f for f in more if f not in flags]
+    p_wilcoxon, flags = _wilcoxon_and_flags(d, "few_runs")
     p_t = None
     if len(d) >= 2 and np.all(d == 0):
         delta.update(ci95=0.0, low=0.0, high=0.0)
@@ -94,6 +88,17 @@ def paired_stats(base: Sequence[float], treated: Sequence[float]) -> Dict:
             "delta": delta["mean"], "delta_std": delta["std"], "delta_ci95": delta["ci95"],
             "delta_low": delta["low"], "delta_high": delta["high"], "t_p": p_t, "wilcoxon_p": p_wilcoxon,
             "interval": "paired Student-t 95% CI of the mean per-run difference (df = n - 1)", "flags": flags}
+
+
+def _wilcoxon_and_flags(differences, few: str) -> Tuple[Optional[float], List[str]]:
+    """The Wilcoxon p-value of ``differences`` and the flags of a sample that small (``few``: its name)."""
+    flags: List[str] = []
+    if len(differences) < MIN_RUNS_FOR_CI:
+        flags.append(few)
+    if len(differences) < 2:
+        flags.append("no_interval")
+    p, more = wilcoxon_p(differences)
+    return p, flags + [f for f in more if f not in flags]
 
 
 def _arm(values: np.ndarray) -> Dict:
@@ -121,13 +126,7 @@ def nested_stats(splits: Mapping[Union[int, str], Tuple[Sequence[float], Sequenc
     per_split = {str(k): paired_stats(b, c) for k, (b, c) in splits.items()}
     means = [s["delta"] for s in per_split.values()]
     between = t_interval(means)
-    flags: List[str] = []
-    if len(means) < MIN_RUNS_FOR_CI:
-        flags.append("few_splits")
-    if len(means) < 2:
-        flags.append("no_interval")
-    p_between, more = wilcoxon_p(means)
-    flags += [f for f in more if f not in flags]
+    p_between, flags = _wilcoxon_and_flags(means, "few_splits")
     base_means = [s["base"]["mean"] for s in per_split.values()]
     treated_means = [s["treated"]["mean"] for s in per_split.values()]
     all_base = [x for s in per_split.values() for x in s["base"]["runs"]]

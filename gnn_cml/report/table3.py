@@ -545,12 +545,17 @@ def add_arguments(p) -> None:
                    help="issue 11's full study: citeseer,cora; gmeta,ammgnn,maml ± CML and CML-dagger; 20 runs; "
                         "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override; default: off)")
     p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so per graph ({QUICK_RUNS} runs, few episodes; default: off)")
-    p.add_argument("--out", type=Path, default=Path("results/table3"), help="output folder (default: results/table3)")
+    add_output_arguments(p, "results/table3", "cells")
+
+
+def add_output_arguments(p, out: str, what: str) -> None:
+    """Options every ``reproduce`` report shares: output folder, seed, data root, resume/overwrite."""
+    p.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
     p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
     p.add_argument("--root", dest="data_root", help="data root (default: $GNN_CML_DATA, else ./data)")
-    p.add_argument("--resume", action="store_true", help="reuse finished cells, continue interrupted ones "
+    p.add_argument("--resume", action="store_true", help=f"reuse finished {what}, continue interrupted ones "
                                                          "(default: off)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing cells (default: off)")
+    p.add_argument("--overwrite", action="store_true", help=f"replace existing {what} (default: off)")
     p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
 
 
