@@ -11,7 +11,7 @@ import yaml
 
 from gnn_cml.errors import GnnCmlError, require
 
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn")
+METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp")
 
 
 @dataclass
@@ -57,6 +57,14 @@ class RunConfig:
     runs: int = 5
     seed: int = 0
     data_root: Optional[str] = None
+    # --method tlp only (None elsewhere; tlp's defaults in METHOD_DEFAULTS and gnn_cml/meta/tlp.py)
+    pretrain: Optional[str] = None
+    pretrain_epochs: Optional[int] = None
+    pretrain_lr: Optional[float] = None
+    pretrain_hidden: Optional[int] = None
+    probe_c: Optional[float] = None
+    probe_solver: Optional[str] = None
+    probe_scale: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,7 +82,11 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
                "query_eval": True, "episodes": 500},
     "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
     "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
+    # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
+    "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
+            "probe_solver": "torch", "probe_scale": "minmax"},
 }
+TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale")
 
 # Per-graph protocol defaults: the TLP setting of Table 3, and the GPN protocol (N-way K-shot,
 # 20 queries per class, 50 fixed test tasks) for the GPN sets.
@@ -131,7 +143,8 @@ def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_OPTIONAL_INT = ("labels_per_class", "test_inner_steps")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden")
+_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -151,6 +164,10 @@ def _coerce(key: str, value: Any) -> Any:
     try:
         if key in _OPTIONAL_INT:
             return None if value is None else as_int(value)
+        if key in _OPTIONAL_FLOAT:
+            if isinstance(value, bool):
+                raise ValueError
+            return None if value is None else float(value)
         if key == "data_root":
             if value is not None and not isinstance(value, (str, Path)):
                 raise bad("a folder path")
@@ -231,8 +248,32 @@ def validate(cfg: RunConfig) -> None:
                          ("modulation", ("reference", "scalar", "feature"))):
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
+    _validate_tlp(cfg)
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
             f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
+
+
+def _validate_tlp(cfg: RunConfig) -> None:
+    """--method tlp: a known pretraining and probe; its settings refused on other methods."""
+    if cfg.method != "tlp":
+        given = [k for k in TLP_KEYS if getattr(cfg, k) is not None]
+        require(not given, f"{', '.join(given)} only apply to --method tlp, not {cfg.method}: drop "
+                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method tlp")
+        return
+    require(not cfg.cml, "--cml needs a meta-learner with an inner loop; tlp pretrains an encoder and fits a "
+                         "probe per task: drop --cml, or use --method maml, metagnn, gmeta or ammgnn")
+    from gnn_cml.meta.tlp import PRETRAINS, PROBE_SCALES, PROBE_SOLVERS
+
+    for key, allowed in (("pretrain", PRETRAINS), ("probe_solver", PROBE_SOLVERS), ("probe_scale", PROBE_SCALES)):
+        require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
+                                              f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
+    for key, example in (("pretrain_epochs", 200), ("pretrain_hidden", 512)):
+        value = getattr(cfg, key)
+        require(value is None or value > 0, f"{key} must be positive, got {value}: e.g. {_hint(key, example)}")
+    for key, example in (("pretrain_lr", 0.001), ("probe_c", 1.0)):
+        value = getattr(cfg, key)
+        require(value is None or (value > 0 and math.isfinite(value)),
+                f"{key} must be a positive finite number, got {value}: e.g. {_hint(key, example)}")

@@ -21,7 +21,8 @@ def _split(text: str):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph", help="graph name (see `gnn-cml datasets`) or a path to your .npz graph")
-    p.add_argument("--method", type=str.lower, help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--method", type=str.lower,
+                   help=f"one of {', '.join(METHODS)} (tlp: linear probes on a pretrained GCN, no meta-training)")
     p.add_argument("--cml", action="store_const", const=True, help="add CML's co-learner (gradient augmentation)")
     p.add_argument("--gamma", type=float, help="weight of the co-learner loss (default 0.2)")
     p.add_argument("--dagger", action="store_const", const=True, help="CML-dagger: test with the co-learner")
@@ -51,6 +52,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="AMM-GNN feature modulation (default reference: per feature column)")
     p.add_argument("--backbone", help="gcn, sgc, sage, gat or subgraph_gcn")
     p.add_argument("--norm", choices=("row", "sym"), help="adjacency normalisation (default row)")
+    p.add_argument("--pretrain", type=str.lower,
+                   help="--method tlp: dgi (Deep Graph Infomax, default), grace (GRACE contrastive) or supervised "
+                        "(GCN classifier on the training classes). Pretraining sees the whole graph's structure "
+                        "and features (transductive, as TLP) but never a label of a validation or test class")
+    p.add_argument("--pretrain-epochs", type=int,
+                   help="--method tlp: pretraining epochs (dgi: the most, stops after 20 without a lower loss; "
+                        "default dgi 1000, grace 200, supervised 200)")
+    p.add_argument("--pretrain-lr", type=float, help="--method tlp: pretraining Adam lr (default: the method's)")
+    p.add_argument("--pretrain-hidden", type=int,
+                   help="--method tlp: embedding size (default dgi 512, grace 128 on Cora / 256, supervised 16)")
+    p.add_argument("--probe-c", type=float, help="--method tlp: inverse L2 strength of the logistic probe (default 1)")
+    p.add_argument("--probe-solver", type=str.lower,
+                   help="--method tlp: torch (all tasks' probes at once by L-BFGS, default) or sklearn")
+    p.add_argument("--probe-scale", type=str.lower,
+                   help="--method tlp: embedding scaling before the probe: minmax (per dimension over all nodes, "
+                        "as TLP; default) or none")
     p.add_argument("--val-every", type=int)
     p.add_argument("--val-tasks", type=int)
     p.add_argument("--patience", type=int, help="validations without gain before stopping")
@@ -69,7 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 OVERRIDES = ("graph", "method", "cml", "gamma", "dagger", "ways", "shots", "queries", "test_queries", "split", "split_seed",
              "split_rule", "episodes", "meta_batch", "lr", "inner_lr", "inner_steps", "first_order", "init",
              "out_activation", "modulation", "backbone", "norm",
-             "val_every", "val_tasks", "patience", "test_tasks", "runs", "seed", "data_root")
+             "val_every", "val_tasks", "patience", "test_tasks", "runs", "seed", "data_root",
+             "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale")
 
 
 def run(args) -> int:

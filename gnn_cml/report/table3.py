@@ -19,7 +19,7 @@ SETTINGS: Dict[str, List[Tuple[int, int]]] = {
     "cora": [(2, 1), (2, 5)],
 }
 METHODS: List[Tuple[str, bool]] = [("gmeta", False), ("gmeta", True), ("ammgnn", False), ("ammgnn", True),
-                                   ("maml", False), ("maml", True)]
+                                   ("maml", False), ("maml", True), ("tlp-dgi", False), ("tlp-supervised", False)]
 PAPER = {  # mean test accuracy (%) from the paper's Table 3
     ("citeseer", 1): {"gmeta": 55.15, "gmeta+cml": 61.17, "ammgnn": 54.53, "ammgnn+cml": 61.13},
     ("citeseer", 5): {"gmeta": 64.53, "gmeta+cml": 76.07, "ammgnn": 62.93, "ammgnn+cml": 66.88},
@@ -29,6 +29,15 @@ PAPER = {  # mean test accuracy (%) from the paper's Table 3
     ("corafull", 5): {"gmeta": 75.84, "gmeta+cml": 76.02, "ammgnn": 75.61, "ammgnn+cml": 76.19},
 }
 QUICK = {"runs": 1, "episodes": 20, "val_every": 10, "val_tasks": 5, "test_tasks": 20, "inner_steps": 5}
+# Non-meta baselines, named tlp-<pretraining>: linear probes on a pretrained GCN (gnn_cml/meta/tlp.py).
+QUICK_TLP = {"pretrain_epochs": 5}
+
+
+def method_overrides(method: str, quick: bool = False) -> Dict:
+    """Config overrides of a METHODS name: 'tlp-dgi' is --method tlp --pretrain dgi."""
+    if not method.startswith("tlp-"):
+        return {"method": method}
+    return {"method": "tlp", "pretrain": method[4:], **(QUICK_TLP if quick else {})}
 
 
 def label(method: str, cml: bool) -> str:
@@ -77,10 +86,11 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = 5, quick: bool = Fa
             cell.mkdir(parents=True, exist_ok=True)
             task_file = cell / "test_tasks.npz"
             for method, cml in METHODS:
-                overrides = dict(graph=name, method=method, cml=cml, ways=ways, shots=shots, runs=runs,
+                overrides = dict(graph=name, cml=cml, ways=ways, shots=shots, runs=runs,
                                  seed=seed, data_root=data_root)
                 if quick:
                     overrides.update(QUICK, runs=min(runs, QUICK["runs"]))
+                overrides.update(method_overrides(method, quick))
                 cfg = resolve(overrides)
                 if not task_file.exists():
                     GraphTask.build(cfg).test_tasks().save(task_file)
