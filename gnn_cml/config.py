@@ -65,6 +65,7 @@ class RunConfig:
     probe_c: Optional[float] = None
     probe_solver: Optional[str] = None
     probe_scale: Optional[str] = None
+    pretrained: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,7 +87,8 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
             "probe_solver": "torch", "probe_scale": "minmax"},
 }
-TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale")
+TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
+            "pretrained")
 
 # Per-graph protocol defaults: the TLP setting of Table 3, and the GPN protocol (N-way K-shot,
 # 20 queries per class, 50 fixed test tasks) for the GPN sets.
@@ -168,7 +170,7 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return None if value is None else float(value)
-        if key == "data_root":
+        if key in ("data_root", "pretrained"):
             if value is not None and not isinstance(value, (str, Path)):
                 raise bad("a folder path")
             return None if value is None else str(value)

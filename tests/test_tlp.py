@@ -175,6 +175,21 @@ def test_resume_after_pretraining_equals_uninterrupted(shared_data, tmp_path, mo
     assert np.allclose(again["test_accuracy"]["runs"], a["test_accuracy"]["runs"])
 
 
+def test_pretrained_reuses_another_runs_encoders(shared_data, tmp_path, monkeypatch):
+    """A 5-shot run reuses the 1-shot run's encoders (pretraining does not depend on shots)."""
+    base = [*FAST, "--pretrain", "supervised", "--runs", "1", "--root", str(shared_data)]
+    one, five, ref = tmp_path / "one", tmp_path / "five", tmp_path / "ref"
+    assert main(["train", *base, "--shots", "1", "--out", str(one)]) == 0
+    assert main(["train", *base, "--shots", "5", "--out", str(ref)]) == 0
+    real = tlp_module.pretrain
+    monkeypatch.setattr(tlp_module, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
+    assert main(["train", *base, "--shots", "5", "--out", str(five), "--pretrained", str(one)]) == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (five, ref))
+    assert a["test_accuracy"]["runs"] == b["test_accuracy"]["runs"]
+    assert all(r["pretrain_reused"] for r in a["runs"]) and (five / "run_0" / "encoder.pt").is_file()
+    monkeypatch.setattr(tlp_module, "pretrain", real)
+
+
 # --- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra, expected", [
     (["--method", "tlp", "--cml"], ["--cml", "drop --cml"]),
@@ -184,6 +199,7 @@ def test_resume_after_pretraining_equals_uninterrupted(shared_data, tmp_path, mo
     (["--method", "tlp", "--pretrain-epochs", "0"], ["pretrain_epochs must be positive"]),
     (["--method", "tlp", "--probe-solver", "liblinear"], ["probe_solver must be one of torch, sklearn"]),
     (["--method", "tlp", "--probe-scale", "z"], ["probe_scale must be one of minmax, none"]),
+    (["--method", "tlp", "--pretrained", "/nonexistent"], ["not a gnn-cml run directory"]),
 ])
 def test_bad_input_is_one_line(shared_data, tmp_path, capsys, extra, expected):
     out = tmp_path / "run"

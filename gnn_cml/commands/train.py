@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and features (transductive, as TLP) but never a label of a validation or test class")
     p.add_argument("--pretrain-epochs", type=int,
                    help="--method tlp: pretraining epochs (dgi: the most, stops after 20 without a lower loss; "
-                        "default dgi 1000, grace 200, supervised 200)")
+                        "default dgi 300, grace 200, supervised 200)")
     p.add_argument("--pretrain-lr", type=float, help="--method tlp: pretraining Adam lr (default: the method's)")
     p.add_argument("--pretrain-hidden", type=int,
                    help="--method tlp: embedding size (default dgi 512, grace 128 on Cora / 256, supervised 16)")
@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-scale", type=str.lower,
                    help="--method tlp: embedding scaling before the probe: minmax (per dimension over all nodes, "
                         "as TLP; default) or none")
+    p.add_argument("--pretrained", help="--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of this "
+                                        "earlier tlp run directory: same graph, split, seed and pretraining, e.g. "
+                                        "the 1-shot run for a 5-shot one (pretraining does not depend on shots)")
     p.add_argument("--val-every", type=int)
     p.add_argument("--val-tasks", type=int)
     p.add_argument("--patience", type=int, help="validations without gain before stopping")
@@ -87,7 +90,8 @@ OVERRIDES = ("graph", "method", "cml", "gamma", "dagger", "ways", "shots", "quer
              "split_rule", "episodes", "meta_batch", "lr", "inner_lr", "inner_steps", "first_order", "init",
              "out_activation", "modulation", "backbone", "norm",
              "val_every", "val_tasks", "patience", "test_tasks", "runs", "seed", "data_root",
-             "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale")
+             "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
+             "pretrained")
 
 
 def run(args) -> int:

@@ -4,33 +4,41 @@ A GCN encoder is pretrained once per run on the whole graph, then frozen; every 
 task is solved by a logistic-regression probe fitted on the support nodes' embeddings and
 scored on the query nodes. Three pretrainings (``--pretrain``):
 
-- ``dgi``: Deep Graph Infomax (``torch_geometric.nn.DeepGraphInfomax``): one GCN layer,
-  PReLU, 512 units, negatives by a row permutation of the features, Adam lr 0.001, stopped
-  when the loss has not improved for 20 epochs (DGI's and TLP's settings; TLP caps at
-  10,000 epochs, we at ``pretrain_epochs``, default 1000).
+- ``dgi``: Deep Graph Infomax (``torch_geometric.nn.DeepGraphInfomax``: its bilinear
+  discriminator and loss): one GCN layer, PReLU, 512 units, negatives by a row permutation of
+  the features, Adam lr 0.001, no weight decay, the lowest-loss encoder kept and training
+  stopped after 20 epochs without a lower loss (DGI's and TLP's settings). Smaller than TLP:
+  at most ``pretrain_epochs`` = 300 epochs (TLP: 10,000; on 2 busy CPU cores an epoch on
+  CiteSeer costs ~0.15 s, and DGI's patience rule alone ran ~480 epochs on Cora).
 - ``grace``: GRACE: two views by edge dropping (``torch_geometric.utils.dropout_edge``) and
   feature-column masking, a 2-layer GCN, a 2-layer ELU projection head and the symmetric
   InfoNCE loss at temperature tau. Per-graph rates, tau, width, lr and weight decay are TLP's
-  ``fs_config.yaml`` (Cora: 128 units, tau 0.4; CiteSeer: 256 units, PReLU, tau 0.9);
-  epochs: GRACE's published 200 (TLP runs up to 10,000 with early stopping on validation-class
-  accuracy, which reads validation labels and does not fit 2 CPU cores).
-- ``supervised``: a 2-layer GCN (hidden 16, ReLU, dropout 0.5, as the meta-learners'
-  backbone) plus a linear classifier, trained with cross-entropy on the labelled nodes of the
-  *training classes only* (Kipf & Welling's Adam lr 0.01, weight decay 5e-4, 200 epochs);
-  the probe reads the 16-d GCN output.
+  ``fs_config.yaml`` (Cora: 128 units, ReLU, lr 5e-4, tau 0.4; CiteSeer: 256 units, PReLU,
+  lr 1e-3, tau 0.9). Smaller than TLP: GRACE's published 200 epochs (TLP: up to 10,000); the
+  N x N similarity costs ~1 s per epoch on Cora on 2 busy cores.
+- ``supervised``: a 2-layer GCN (hidden 16, ReLU, dropout 0.5, no output activation: the
+  meta-learners' backbone) plus a linear classifier, trained with cross-entropy on the labelled
+  nodes of the *training classes only* (Kipf & Welling's Adam lr 0.01, weight decay 5e-4,
+  200 epochs); the probe reads the 16-d GCN output. (TLP's own "supervised" variant is a
+  supervised-contrastive loss; this is the plain classifier.)
+
+Every encoder is initialised as ``GCNConv`` (Glorot weights, zero bias), runs on GCNConv's
+``D^-1/2 (A+I) D^-1/2`` (``norm: sym``, tlp's default) and reads row-normalised features
+(PyG's ``NormalizeFeatures``, as DGI and GRACE).
 
 What pretraining reads: the whole graph's structure and features (transductive, as TLP);
 ``dgi`` and ``grace`` read no label at all, ``supervised`` reads only the labels of nodes
 whose class is a training class (:func:`training_labels` selects them before any model sees
-them). No label of a validation or test class is read before the probe sees a task's
-support set. TLP early-stops its pretraining on validation-class accuracy; we do not
-(fixed epochs, or DGI's label-free loss patience), so validation classes stay unused.
+them). No label of a validation or test class is read before the probe sees a task's support
+set. TLP early-stops its pretraining on validation-class few-shot accuracy; we do not (fixed
+epochs, or DGI's label-free loss patience), so the validation classes are not used at all.
 
-Probe: embeddings min-max scaled per dimension over all nodes (TLP's ``MinMaxScaler``), then
-L2-regularised logistic regression with sklearn's objective (``C = probe_c``, default 1.0;
-binary for 2 ways, multinomial otherwise; unpenalised intercept), solved for all tasks at once
-by full-batch L-BFGS in float64 (``probe_solver='torch'``), or per task by scikit-learn
-(``'sklearn'``, TLP's solver). Both reach the same optimum; the batched one is faster.
+Probe: embeddings min-max scaled per dimension over all nodes (TLP's ``MinMaxScaler``;
+``probe_scale: none`` skips it), then L2-regularised logistic regression with scikit-learn's
+objective (``C = probe_c``, default 1.0, as TLP; binary for 2 ways, multinomial otherwise;
+unpenalised intercept), solved for all tasks at once by full-batch L-BFGS in float64
+(``probe_solver: torch``, default: ~0.1 s for 100 tasks) or per task by scikit-learn
+(``sklearn``, TLP's solver: ~2-3 s for 100 tasks). Both reach the same optimum.
 """
 from __future__ import annotations
 
@@ -296,6 +304,32 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
     return encoder, info
 
 
+# What a pretrained encoder depends on: a run may reuse another run's encoders when these agree.
+PRETRAIN_KEYS = ("graph", "split", "split_seed", "split_rule", "labels_per_class", "norm", "seed", "pretrain",
+                 "pretrain_epochs", "pretrain_lr", "pretrain_hidden")
+
+
+def check_pretrained(cfg) -> Optional[Path]:
+    """``cfg.pretrained`` as a folder whose encoders this run may reuse; one-line errors otherwise."""
+    if not cfg.pretrained:
+        return None
+    from gnn_cml.config import load_yaml
+
+    folder = Path(cfg.pretrained)
+    if not (folder / "config.yaml").is_file():
+        raise GnnCmlError(f"--pretrained {folder} is not a gnn-cml run directory (no config.yaml): give the --out "
+                          f"of an earlier --method tlp run")
+    saved = load_yaml(folder / "config.yaml")
+    if saved.get("method") != "tlp":
+        raise GnnCmlError(f"--pretrained {folder} is a {saved.get('method')} run, not a tlp run: give the --out of "
+                          f"an earlier --method tlp run")
+    differ = [k for k in PRETRAIN_KEYS if saved.get(k) != getattr(cfg, k)]
+    if differ:
+        raise GnnCmlError(f"--pretrained {folder} was pretrained with other settings ({', '.join(differ)} differ), "
+                          f"so its encoders are not this run's: match them or drop --pretrained")
+    return folder
+
+
 # --- the probe ---------------------------------------------------------------------------------
 def minmax(z: torch.Tensor) -> torch.Tensor:
     """Scale every dimension to [0, 1] over all nodes (sklearn's MinMaxScaler, as TLP)."""
@@ -408,17 +442,26 @@ class TLP(MetaLearner):
         from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
 
         path = Path(run_dir) / "encoder.pt"
-        if resume and path.exists():
-            saved = load_checkpoint(path)
+        source = path if resume and path.exists() else None
+        shared = check_pretrained(task.cfg)
+        if source is None and shared is not None:
+            source = shared / Path(run_dir).name / "encoder.pt"
+            if not source.is_file():
+                raise GnnCmlError(f"--pretrained {shared} has no {Path(run_dir).name}/encoder.pt: finish that run "
+                                  f"first (gnn-cml train --resume --out {shared}) or drop --pretrained")
+        if source is not None:
+            saved = load_checkpoint(source)
             try:
                 self.load_state_dict(saved["encoder"])
                 info = dict(saved["pretrain"])
             except (KeyError, TypeError, RuntimeError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-                raise GnnCmlError(f"{path} does not hold this run's encoder ({first}): delete it to pretrain "
+                raise GnnCmlError(f"{source} does not hold this run's encoder ({first}): delete it to pretrain "
                                   f"again, or use --overwrite") from None
             if progress:
-                print(f"{log_name}: reusing the pretrained encoder in {path}", flush=True)
+                print(f"{log_name}: reusing the pretrained encoder in {source}", flush=True)
+            if source != path and dist.is_main():  # the run keeps its own copy
+                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
             info["reused"] = True
         else:
             nodes = labels = None
