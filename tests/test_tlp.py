@@ -190,6 +190,17 @@ def test_pretrained_reuses_another_runs_encoders(shared_data, tmp_path, monkeypa
     monkeypatch.setattr(tlp_module, "pretrain", real)
 
 
+def test_pretrained_with_other_settings_is_refused(shared_data, tmp_path, capsys):
+    base = [*FAST, "--runs", "1", "--root", str(shared_data)]
+    one = tmp_path / "one"
+    assert main(["train", *base, "--pretrain", "supervised", "--out", str(one)]) == 0
+    out = tmp_path / "other"
+    assert main(["train", *base, "--pretrain", "dgi", "--pretrained", str(one), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pretrain differ" in err[0] and "drop --pretrained" in err[0], err
+    assert not out.exists()
+
+
 # --- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra, expected", [
     (["--method", "tlp", "--cml"], ["--cml", "drop --cml"]),

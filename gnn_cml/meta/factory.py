@@ -52,9 +52,8 @@ def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLe
     maml_kwargs = dict(inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr, first_order=cfg.first_order,
                        test_inner_steps=cfg.test_inner_steps, query_eval=cfg.query_eval)
     if cfg.method == "tlp":  # no meta-training: a pretrained encoder plus per-task probes
-        from gnn_cml.meta.tlp import TLP, check_pretrained, pretrain_settings
+        from gnn_cml.meta.tlp import TLP, pretrain_settings
 
-        check_pretrained(cfg)  # a --pretrained folder that cannot serve this run fails before anything is written
         return TLP(pretrain_settings(cfg, _graph_name(cfg.graph)), graph, cfg.ways, cfg.probe_c, cfg.probe_solver,
                    cfg.probe_scale)
     if cfg.method == "protonet":

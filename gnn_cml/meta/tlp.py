@@ -422,9 +422,9 @@ class TLP(MetaLearner):
             self._graph = FullGraph(self._prepared)
         return self._graph
 
-    def load_state_dict(self, state, strict: bool = True):
-        self._z = None
-        return super().load_state_dict(state, strict)
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        self._z = None  # embeddings of the previous weights
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     @torch.no_grad()
     def embeddings(self) -> torch.Tensor:
