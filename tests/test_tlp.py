@@ -198,6 +198,10 @@ def test_pretrained_with_other_settings_is_refused(shared_data, tmp_path, capsys
     assert main(["train", *base, "--pretrain", "dgi", "--pretrained", str(one), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pretrain differ" in err[0] and "drop --pretrained" in err[0], err
+    # supervised encoders depend on the class split (DGI's and GRACE's do not)
+    assert main(["train", *base, "--pretrain", "supervised", "--split-rule", "shuffle", "--pretrained", str(one),
+                 "--out", str(out)]) == 2
+    assert "(split_rule differ)" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -69,8 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--method tlp: embedding scaling before the probe: minmax (per dimension over all nodes, "
                         "as TLP; default) or none")
     p.add_argument("--pretrained", help="--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of this "
-                                        "earlier tlp run directory: same graph, split, seed and pretraining, e.g. "
-                                        "the 1-shot run for a 5-shot one (pretraining does not depend on shots)")
+                                        "earlier tlp run directory: same graph, seed and pretraining (supervised: "
+                                        "and class split), e.g. the 1-shot run for a 5-shot one")
     p.add_argument("--val-every", type=int)
     p.add_argument("--val-tasks", type=int)
     p.add_argument("--patience", type=int, help="validations without gain before stopping")

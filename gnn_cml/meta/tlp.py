@@ -305,8 +305,9 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
 
 
 # What a pretrained encoder depends on: a run may reuse another run's encoders when these agree.
-PRETRAIN_KEYS = ("graph", "split", "split_seed", "split_rule", "labels_per_class", "norm", "seed", "pretrain",
-                 "pretrain_epochs", "pretrain_lr", "pretrain_hidden")
+# DGI and GRACE read no label, so their encoders do not depend on the class split either.
+PRETRAIN_KEYS = ("graph", "norm", "seed", "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden")
+SPLIT_KEYS = ("split", "split_seed", "split_rule", "labels_per_class")
 
 
 def check_pretrained(cfg) -> Optional[Path]:
@@ -323,7 +324,8 @@ def check_pretrained(cfg) -> Optional[Path]:
     if saved.get("method") != "tlp":
         raise GnnCmlError(f"--pretrained {folder} is a {saved.get('method')} run, not a tlp run: give the --out of "
                           f"an earlier --method tlp run")
-    differ = [k for k in PRETRAIN_KEYS if saved.get(k) != getattr(cfg, k)]
+    keys = PRETRAIN_KEYS + (SPLIT_KEYS if cfg.pretrain == "supervised" else ())
+    differ = [k for k in keys if saved.get(k) != getattr(cfg, k)]
     if differ:
         raise GnnCmlError(f"--pretrained {folder} was pretrained with other settings ({', '.join(differ)} differ), "
                           f"so its encoders are not this run's: match them or drop --pretrained")
