@@ -36,9 +36,10 @@ epochs, or DGI's label-free loss patience), so the validation classes are not us
 Probe: embeddings min-max scaled per dimension over all nodes (TLP's ``MinMaxScaler``;
 ``probe_scale: none`` skips it), then L2-regularised logistic regression with scikit-learn's
 objective (``C = probe_c``, default 1.0, as TLP; binary for 2 ways, multinomial otherwise;
-unpenalised intercept), solved for all tasks at once by full-batch L-BFGS in float64
-(``probe_solver: torch``, default: ~0.1 s for 100 tasks) or per task by scikit-learn
-(``sklearn``, TLP's solver: ~2-3 s for 100 tasks). Both reach the same optimum.
+unpenalised intercept), solved for all tasks at once by L-BFGS in float64 over the span of
+each task's support embeddings (``probe_solver: torch``, default), or per task by scikit-learn
+(``sklearn``, TLP's solver). Both reach the same optimum; on 100 CiteSeer tasks with 512-d DGI
+embeddings (2 busy cores) torch took 1.4 s (1-shot) / 2.1 s (5-shot), scikit-learn 29 s / 40 s.
 """
 from __future__ import annotations
 
@@ -345,27 +346,32 @@ def fit_probes(zs: torch.Tensor, ys: torch.Tensor, ways: int, c: float = 1.0, ma
     """Logistic-regression probes for a stack of tasks: ``zs`` (T, S, d) support embeddings,
     ``ys`` (T, S) labels. Minimises, per task, sklearn's objective
     ``C * sum_i CE_i + penalty`` with the binary (2 ways) or multinomial L2 penalty and an
-    unpenalised intercept; all tasks at once by L-BFGS (the joint problem is a sum of independent
-    convex problems, so its optimum is every task's optimum). Returns weights (T, ways, d), bias (T, ways)."""
-    zs, t, d = zs.double(), zs.shape[0], zs.shape[-1]
+    unpenalised intercept. By the representer theorem the optimal weights lie in the span of the
+    task's support embeddings: with ``Z^T = Q R`` (reduced QR), ``W = B Q^T``, the logits are
+    ``R^T B^T`` and ``||W|| = ||B||``, so each task is an S-dimensional problem (S x ways numbers
+    instead of d x ways) as well conditioned as the original one. All tasks at once by L-BFGS
+    (a sum of independent convex problems has every task's optimum as its optimum).
+    Returns weights (T, ways, d) and bias (T, ways)."""
+    zs = zs.double()
+    q, r = torch.linalg.qr(zs.transpose(1, 2))  # (T, d, S), (T, S, S)
     # Softmax with 2 classes: the optimum is W = [-w/2, w/2], so ||W||^2 / C equals sklearn's binary ||w||^2 / (2C).
     lam = (1.0 if ways == 2 else 0.5) / c
-    w = torch.zeros(t, ways, d, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(t, ways, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(zs.shape[0], ways, r.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(zs.shape[0], ways, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
     targets = ys.reshape(-1)
 
     def closure():
         opt.zero_grad()
-        logits = torch.einsum("tsd,twd->tsw", zs, w) + b.unsqueeze(1)
+        logits = torch.einsum("trs,twr->tsw", r, w) + b.unsqueeze(1)
         loss = F.cross_entropy(logits.reshape(-1, ways), targets, reduction="sum") + lam * (w * w).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    return w.detach(), b.detach()
+    return torch.einsum("twr,tdr->twd", w.detach(), q), b.detach()
 
 
 def probe_logits(z: torch.Tensor, tasks: Sequence[Episode], ways: int, c: float = 1.0,
