@@ -47,7 +47,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -213,7 +213,7 @@ def _epochs_bar(total: int, desc: str, progress: bool):
 
 
 def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, train_labels=None,
-             progress: bool = False, log_name: str = "pretrain") -> (GCNEncoder, Dict):
+             progress: bool = False, log_name: str = "pretrain") -> Tuple[GCNEncoder, Dict]:
     """Pretrain an encoder on the whole graph; returns it (eval mode) and what happened.
 
     ``train_nodes``/``train_labels`` (from :func:`training_labels`) are read by ``supervised``
