@@ -9,7 +9,7 @@ scored on the query nodes. Three pretrainings (``--pretrain``):
   the features, Adam lr 0.001, no weight decay, the lowest-loss encoder kept and training
   stopped after 20 epochs without a lower loss (DGI's and TLP's settings). Smaller than TLP:
   at most ``pretrain_epochs`` = 300 epochs (TLP: 10,000; on 2 busy CPU cores an epoch on
-  CiteSeer costs ~0.15 s, and DGI's patience rule alone ran ~480 epochs on Cora).
+  CiteSeer cost ~0.3 s, and DGI's patience rule alone ran ~480 epochs on Cora).
 - ``grace``: GRACE: two views by edge dropping (``torch_geometric.utils.dropout_edge``) and
   feature-column masking, a 2-layer GCN, a 2-layer ELU projection head and the symmetric
   InfoNCE loss at temperature tau. Per-graph rates, tau, width, lr and weight decay are TLP's
