@@ -11,7 +11,7 @@ import yaml
 
 from gnn_cml.errors import GnnCmlError, require
 
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn")
+METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp")
 
 
 def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
@@ -36,7 +36,8 @@ class RunConfig:
     graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
                       metavar="NAME")
     method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
-                               "MAML), ammgnn (feature modulation + MAML), protonet or gpn",
+                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, or tlp (linear probes on a pretrained "
+                               "GCN, no meta-training)",
                        metavar="|".join(METHODS))
     cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
     gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
@@ -85,6 +86,28 @@ class RunConfig:
     seed: int = _opt(0, "seed of the runs (each run derives its own)")
     data_root: Optional[str] = _opt(None, "data root", flag="--root", metavar="DIR",
                                     default_text="$GNN_CML_DATA, else ./data")
+    # --method tlp only (None elsewhere; tlp's defaults in METHOD_DEFAULTS and gnn_cml/meta/tlp.py)
+    pretrain: Optional[str] = _opt(None, "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or "
+                                         "supervised (GCN classifier on the training classes). Pretraining sees the "
+                                         "whole graph's structure and features (transductive, as TLP) but never a "
+                                         "label of a validation or test class", default_text="dgi with tlp")
+    pretrain_epochs: Optional[int] = _opt(None, "--method tlp: pretraining epochs (dgi: the most, stops after 20 "
+                                                "without a lower loss)",
+                                          default_text="dgi 300, grace 200, supervised 200")
+    pretrain_lr: Optional[float] = _opt(None, "--method tlp: pretraining Adam learning rate",
+                                        default_text="the pretraining method's")
+    pretrain_hidden: Optional[int] = _opt(None, "--method tlp: embedding size",
+                                          default_text="dgi 512, grace 128 on Cora / 256, supervised 16")
+    probe_c: Optional[float] = _opt(None, "--method tlp: inverse L2 strength of the logistic probe",
+                                    default_text="1")
+    probe_solver: Optional[str] = _opt(None, "--method tlp: torch (all tasks' probes at once by L-BFGS) or sklearn",
+                                       default_text="torch")
+    probe_scale: Optional[str] = _opt(None, "--method tlp: embedding scaling before the probe: minmax (per "
+                                            "dimension over all nodes, as TLP) or none", default_text="minmax")
+    pretrained: Optional[str] = _opt(None, "--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of "
+                                           "this earlier tlp run directory (same graph, seed and pretraining; "
+                                           "supervised: and class split), e.g. the 1-shot run for a 5-shot one",
+                                     metavar="DIR", default_text="pretrain anew")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,7 +125,12 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
                "query_eval": True, "episodes": 500},
     "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
     "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
+    # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
+    "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
+            "probe_solver": "torch", "probe_scale": "minmax"},
 }
+TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
+            "pretrained")
 
 # Per-graph protocol defaults: the TLP setting of Table 3, and the GPN protocol (N-way K-shot,
 # 20 queries per class, 50 fixed test tasks) for the GPN sets.
@@ -186,7 +214,8 @@ def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_OPTIONAL_INT = ("labels_per_class", "test_inner_steps")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden")
+_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -206,7 +235,11 @@ def _coerce(key: str, value: Any) -> Any:
     try:
         if key in _OPTIONAL_INT:
             return None if value is None else as_int(value)
-        if key == "data_root":
+        if key in _OPTIONAL_FLOAT:
+            if isinstance(value, bool):
+                raise ValueError
+            return None if value is None else float(value)
+        if key in ("data_root", "pretrained"):
             if value is not None and not isinstance(value, (str, Path)):
                 raise bad("a folder path")
             return None if value is None else str(value)
@@ -295,8 +328,32 @@ def validate(cfg: RunConfig) -> None:
         allowed = _FIELDS[key].metadata["choices"]
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
+    _validate_tlp(cfg)
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
             f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
+
+
+def _validate_tlp(cfg: RunConfig) -> None:
+    """--method tlp: a known pretraining and probe; its settings refused on other methods."""
+    if cfg.method != "tlp":
+        given = [k for k in TLP_KEYS if getattr(cfg, k) is not None]
+        require(not given, f"{', '.join(given)} only apply to --method tlp, not {cfg.method}: drop "
+                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method tlp")
+        return
+    require(not cfg.cml, "--cml needs a meta-learner with an inner loop; tlp pretrains an encoder and fits a "
+                         "probe per task: drop --cml, or use --method maml, metagnn, gmeta or ammgnn")
+    from gnn_cml.meta.tlp import PRETRAINS, PROBE_SCALES, PROBE_SOLVERS
+
+    for key, allowed in (("pretrain", PRETRAINS), ("probe_solver", PROBE_SOLVERS), ("probe_scale", PROBE_SCALES)):
+        require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
+                                              f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
+    for key, example in (("pretrain_epochs", 200), ("pretrain_hidden", 512)):
+        value = getattr(cfg, key)
+        require(value is None or value > 0, f"{key} must be positive, got {value}: e.g. {_hint(key, example)}")
+    for key, example in (("pretrain_lr", 0.001), ("probe_c", 1.0)):
+        value = getattr(cfg, key)
+        require(value is None or (value > 0 and math.isfinite(value)),
+                f"{key} must be a positive finite number, got {value}: e.g. {_hint(key, example)}")

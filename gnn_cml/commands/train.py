@@ -95,6 +95,10 @@ def run(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if cli_flag(f.name)}
     cfg = resolve(overrides, args.config)
+    if cfg.pretrained:  # a --pretrained folder that cannot serve this run fails before anything is written
+        from gnn_cml.meta.tlp import check_pretrained
+
+        check_pretrained(cfg)
     out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{cfg.method}{'-cml' if cfg.cml else ''}-{cfg.ways}w{cfg.shots}s"
     if dist.init_from_env():  # first loads fill the data cache: rank 0, then one process per other machine
         from gnn_cml.data import load_graph

@@ -233,6 +233,8 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
     seed = derive_seed(cfg.seed, 100 + run)
     label = f"run {run + 1}/{cfg.runs}"
     learner = build_learner(cfg, task.graph, seed=seed)
+    if not getattr(learner, "meta_trained", True):  # e.g. tlp: fit once (pretraining), no Trainer
+        return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
     val_sampler = task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"]))
     val = ResampledTasks(val_sampler, cfg.val_tasks) if cfg.val_resample else TaskSet.generate(val_sampler, cfg.val_tasks)
     hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}
@@ -270,6 +272,27 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
     return record
 
 
+def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_dir: Path, seed: int, resume: bool,
+                      progress: bool) -> Dict:
+    """A run of a learner without meta-training: ``learner.fit`` (which saves and, on resume, reuses
+    what it fitted under ``run_dir``), then ``learner.evaluate`` on the fixed test tasks."""
+    cfg = task.cfg
+    label = f"run {run + 1}/{cfg.runs}"
+    fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
+                         log_name=f"{cfg.method}-{cfg.pretrain} {label}")
+    start = time.perf_counter()
+    scores = learner.evaluate(tests)
+    summary = mean_ci95([100 * s for s in scores])
+    record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
+              "test_tasks": len(scores), "test_seconds": time.perf_counter() - start, **fitted}
+    if dist.is_main():
+        save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
+        write_json(run_dir / "result.json", record)
+    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
+           f"{len(scores)} test tasks) · pretraining {fitted.get('pretrain_seconds', 0):.0f} s", progress)
+    return record
+
+
 def summarise(cfg: RunConfig, runs: List[Dict], wall: float, split: ClassSplit) -> Dict:
     accs = [r["test_accuracy"] for r in runs]
     episodes = sum(r["episodes"] for r in runs)
@@ -283,7 +306,10 @@ def summarise(cfg: RunConfig, runs: List[Dict], wall: float, split: ClassSplit) 
                               **_note(len(accs))),
         "mean_within_run_ci95": _mean_defined([r["test_ci95"] for r in runs]),
         "runs": runs, "split": split.to_dict(), "wall_time_s": wall,
-        "episodes_per_s": episodes / seconds if seconds else None, "config": cfg.to_dict(),
+        "episodes_per_s": episodes / seconds if seconds and episodes else None, "config": cfg.to_dict(),
+        **({"pretrain_seconds": dict(mean_ci95([r["pretrain_seconds"] for r in runs]),
+                                     runs=[r["pretrain_seconds"] for r in runs])}
+           if all("pretrain_seconds" in r for r in runs) else {}),
     }
 
 

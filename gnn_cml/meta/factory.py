@@ -38,11 +38,24 @@ def with_cml(learner: MetaLearner, features: int, ways: int, gamma: float, hidde
     return CML(learner, co_learner, gamma=gamma, dagger=dagger)
 
 
+def _graph_name(graph: str) -> str:
+    if str(graph).endswith(".npz"):
+        return ""
+    from gnn_cml.data.registry import graph_info
+
+    return graph_info(str(graph)).name
+
+
 def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLearner:
     """The learner named by ``cfg.method`` on ``graph``, initialised from ``seed``."""
     torch.manual_seed(seed)
     maml_kwargs = dict(inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr, first_order=cfg.first_order,
                        test_inner_steps=cfg.test_inner_steps, query_eval=cfg.query_eval)
+    if cfg.method == "tlp":  # no meta-training: a pretrained encoder plus per-task probes
+        from gnn_cml.meta.tlp import TLP, pretrain_settings
+
+        return TLP(pretrain_settings(cfg, _graph_name(cfg.graph)), graph, cfg.ways, cfg.probe_c, cfg.probe_solver,
+                   cfg.probe_scale)
     if cfg.method == "protonet":
         return initialise_(ProtoNet(_encoder(cfg, graph)), cfg.init)
     if cfg.method == "gpn":

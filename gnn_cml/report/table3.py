@@ -24,6 +24,18 @@ SETTINGS: Dict[str, List[Tuple[int, int]]] = {
 }
 BASE_METHODS = ("gmeta", "ammgnn", "maml")
 METHODS: List[Tuple[str, bool]] = [(m, cml) for m in BASE_METHODS for cml in (False, True)]
+# Non-meta baselines, named tlp-<pretraining>: linear probes on a pretrained GCN (gnn_cml/meta/tlp.py),
+# on the same fixed test tasks as the meta-learners (unpaired arms: they share no weights with them).
+BASELINES = ("tlp-dgi", "tlp-grace", "tlp-supervised")
+DEFAULT_BASELINES = ("tlp-dgi", "tlp-supervised")
+QUICK_TLP = {"pretrain_epochs": 5}
+
+
+def method_overrides(method: str, quick: bool = False) -> Dict:
+    """Config overrides of a Table 3 arm name: 'tlp-dgi' is --method tlp --pretrain dgi."""
+    if not method.startswith("tlp-"):
+        return {"method": method}
+    return {"method": "tlp", "pretrain": method[4:], **(QUICK_TLP if quick else {})}
 PAPER = {  # mean test accuracy (%) from the paper's Table 3
     ("citeseer", 1): {"gmeta": 55.15, "gmeta+cml": 61.17, "ammgnn": 54.53, "ammgnn+cml": 61.13},
     ("citeseer", 5): {"gmeta": 64.53, "gmeta+cml": 76.07, "ammgnn": 62.93, "ammgnn+cml": 66.88},
@@ -220,7 +232,8 @@ def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
 def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick: bool = False,
                resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
                progress: bool = True, methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
-               split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False) -> Report:
+               split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False,
+               baselines: Sequence[str] = ()) -> Report:
     """Run the Table 3 grid on the graphs available locally.
 
     Every (graph, setting) cell is repeated over the class splits named by ``split_seeds`` (a
@@ -235,6 +248,8 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
         require(name in SETTINGS, f"graph '{name}' is not part of Table 3: use {', '.join(SETTINGS)}")
     for m in methods:
         require(m in BASE_METHODS, f"unknown Table 3 method '{m}': use {', '.join(BASE_METHODS)}")
+    for b in baselines:
+        require(b in BASELINES, f"unknown Table 3 baseline '{b}': use {', '.join(BASELINES)}")
     report = Report([], [], [], {})
     cells = []  # every cell's split seeds first, so a bad --split-seeds fails before anything is trained
     for name in names:
@@ -252,12 +267,12 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
             cells.append((name, ways, k, seeds))
     for name, ways, k, seeds in cells:
         _run_cell(report, name, ways, k, seeds, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite,
-                  data_root, seed, progress, methods, dagger)
+                  data_root, seed, progress, methods, dagger, baselines)
     return report
 
 
 def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick, resume, overwrite, data_root,
-              seed, progress, methods, dagger) -> None:
+              seed, progress, methods, dagger, baselines=()) -> None:
     setting = f"{ways}-way {shots}-shot"
     paper = PAPER.get((name, shots), {})
     accs: Dict[str, Dict[int, List[float]]] = {}
@@ -287,6 +302,17 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
                 t = t_interval(d["test_accuracy"]["runs"])
                 report.rows.append(Row(name, setting, f"{method}+dagger", t["mean"], t["ci95"],
                                        len(d["test_accuracy"]["runs"]), None, None, None, str(split_seed)))
+        for baseline in baselines:  # unpaired arms on the same fixed test tasks
+            overrides = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
+                             data_root=data_root, **(QUICK if quick else {}), **method_overrides(baseline, quick))
+            cfg = resolve({k: v for k, v in overrides.items() if k not in ("inner_steps",)})
+            task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
+            res = run_arm(cfg, where / baseline, task_file, resume, overwrite, progress)
+            acc = res["test_accuracy"]["runs"]
+            accs.setdefault(baseline, {})[split_seed] = acc
+            t = t_interval(acc)
+            report.rows.append(Row(name, setting, baseline, t["mean"], t["ci95"], len(acc), None, None,
+                                   finite(res.get("wall_time_s")), str(split_seed)))
     for method in methods:
         for arm in ("cml", "dagger") if dagger else ("cml",):
             nested = nested_stats({s: (accs[method][s], accs[f"{method}+{arm}"][s]) for s in seeds})
@@ -304,6 +330,10 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
                     b["treated"]["mean"], b["treated"]["ci95"], b["delta"], b["delta_ci95"], b["delta_low"],
                     b["delta_high"], b["wilcoxon_p"], pd, b["flags"], b["interval"], b["split_deltas"],
                     pr["delta"], pr["delta_ci95"], pr["wilcoxon_p"]))
+    for lab in list(baselines) if len(seeds) > 1 else []:
+        t = t_interval([t_interval(accs[lab][s])["mean"] for s in seeds])
+        report.rows.append(Row(name, setting, lab, t["mean"], t["ci95"], len(seeds), None, None, None, "pooled"))
+    for method in methods:
         if len(seeds) > 1:
             for lab in [method, label(method, True)] + ([f"{method}+dagger"] if dagger else []):
                 t = t_interval([t_interval(accs[lab][s])["mean"] for s in seeds])
@@ -538,6 +568,10 @@ def add_arguments(p) -> None:
     p.add_argument("--split-seeds", help="class splits per cell: a count S (the first S seeds from 1234 with "
                                          "distinct test classes; 1234 is the paper's split) or a comma list of "
                                          "seeds like 1234,1240 (default 1)")
+    p.add_argument("--baselines", help=f"comma-separated non-meta baselines on the same test tasks: "
+                                       f"{', '.join(BASELINES)} (linear probes on a pretrained GCN; pretraining is "
+                                       f"transductive and never reads a validation/test label; ~1-2 min per DGI run "
+                                       f"on 2 CPU cores; default: none)")
     p.add_argument("--dagger", action="store_true", default=None,
                    help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner; "
                         "default: off, on with --study)")
@@ -583,7 +617,7 @@ def run(args) -> int:
     dagger = bool(args.dagger if args.dagger is not None else study.get("dagger", False))
     report = run_table3(graphs, args.out, runs, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
                         progress=not args.no_progress, methods=methods, shots=shots, split_seeds=split_seeds,
-                        dagger=dagger)
+                        dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else ())
     command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce table3"
     paths = write_reports(report, args.out, command, args.quick)

@@ -1,0 +1,498 @@
+"""Transductive linear probing (TLP, Tan et al., LoG 2022): the strongest non-meta baselines.
+
+A GCN encoder is pretrained once per run on the whole graph, then frozen; every few-shot
+task is solved by a logistic-regression probe fitted on the support nodes' embeddings and
+scored on the query nodes. Three pretrainings (``--pretrain``):
+
+- ``dgi``: Deep Graph Infomax (``torch_geometric.nn.DeepGraphInfomax``: its bilinear
+  discriminator and loss): one GCN layer, PReLU, 512 units, negatives by a row permutation of
+  the features, Adam lr 0.001, no weight decay, the lowest-loss encoder kept and training
+  stopped after 20 epochs without a lower loss (DGI's and TLP's settings). Smaller than TLP:
+  at most ``pretrain_epochs`` = 300 epochs (TLP: 10,000; on 2 busy CPU cores an epoch on
+  CiteSeer cost ~0.3 s, and DGI's patience rule alone ran ~480 epochs on Cora).
+- ``grace``: GRACE: two views by edge dropping (``torch_geometric.utils.dropout_edge``) and
+  feature-column masking, a 2-layer GCN, a 2-layer ELU projection head and the symmetric
+  InfoNCE loss at temperature tau. Per-graph rates, tau, width, lr and weight decay are TLP's
+  ``fs_config.yaml`` (Cora: 128 units, ReLU, lr 5e-4, tau 0.4; CiteSeer: 256 units, PReLU,
+  lr 1e-3, tau 0.9). Smaller than TLP: GRACE's published 200 epochs (TLP: up to 10,000); the
+  N x N similarity costs ~1 s per epoch on Cora on 2 busy cores.
+- ``supervised``: a 2-layer GCN (hidden 16, ReLU, dropout 0.5, no output activation: the
+  meta-learners' backbone) plus a linear classifier, trained with cross-entropy on the labelled
+  nodes of the *training classes only* (Kipf & Welling's Adam lr 0.01, weight decay 5e-4,
+  200 epochs); the probe reads the 16-d GCN output. (TLP's own "supervised" variant is a
+  supervised-contrastive loss; this is the plain classifier.)
+
+Every encoder is initialised as ``GCNConv`` (Glorot weights, zero bias), runs on GCNConv's
+``D^-1/2 (A+I) D^-1/2`` (``norm: sym``, tlp's default) and reads row-normalised features
+(PyG's ``NormalizeFeatures``, as DGI and GRACE).
+
+What pretraining reads: the whole graph's structure and features (transductive, as TLP);
+``dgi`` and ``grace`` read no label at all, ``supervised`` reads only the labels of nodes
+whose class is a training class (:func:`training_labels` selects them before any model sees
+them). No label of a validation or test class is read before the probe sees a task's support
+set. TLP early-stops its pretraining on validation-class few-shot accuracy; we do not (fixed
+epochs, or DGI's label-free loss patience), so the validation classes are not used at all.
+
+Probe: embeddings min-max scaled per dimension over all nodes (TLP's ``MinMaxScaler``;
+``probe_scale: none`` skips it), then L2-regularised logistic regression with scikit-learn's
+objective (``C = probe_c``, default 1.0, as TLP; binary for 2 ways, multinomial otherwise;
+unpenalised intercept), solved for all tasks at once by L-BFGS in float64 over the span of
+each task's support embeddings (``probe_solver: torch``, default), or per task by scikit-learn
+(``sklearn``, TLP's solver). Both reach the same optimum; on 100 CiteSeer tasks with 512-d DGI
+embeddings (2 busy cores) torch took 1.4 s (1-shot) / 2.1 s (5-shot), scikit-learn 29 s / 40 s.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gnn_cml.errors import GnnCmlError
+from gnn_cml.meta.base import MetaLearner, TaskResult
+from gnn_cml.sampling.episodes import Episode
+
+PRETRAINS = ("dgi", "grace", "supervised")
+PROBE_SOLVERS = ("torch", "sklearn")
+PROBE_SCALES = ("minmax", "none")
+
+# GRACE per graph, from TLP's GRACE/fs_config.yaml (epochs: GRACE's published 200, see above).
+_GRACE = {
+    "cora": dict(hidden=128, activation="relu", lr=5e-4, tau=0.4, edge_drop=(0.2, 0.4), feature_drop=(0.3, 0.4)),
+    "citeseer": dict(hidden=256, activation="prelu", lr=1e-3, tau=0.9, edge_drop=(0.2, 0.0),
+                     feature_drop=(0.3, 0.2)),
+}
+_GRACE_OTHER = dict(hidden=256, activation="relu", lr=1e-3, tau=0.7, edge_drop=(0.4, 0.1), feature_drop=(0.0, 0.2))
+
+
+def pretrain_settings(cfg, graph_name: str = "") -> Dict:
+    """The settings pretraining ``cfg.pretrain`` uses on ``graph_name`` (config overrides applied)."""
+    name = cfg.pretrain or "dgi"
+    if name == "dgi":
+        s = dict(layers=1, hidden=512, activation="prelu", dropout=0.0, lr=1e-3, weight_decay=0.0, epochs=300,
+                 patience=20)
+    elif name == "grace":
+        s = dict(layers=2, dropout=0.0, weight_decay=1e-5, epochs=200, patience=None,
+                 **_GRACE.get(str(graph_name).lower(), _GRACE_OTHER))
+        s["edge_drop"], s["feature_drop"] = list(s["edge_drop"]), list(s["feature_drop"])
+    else:
+        s = dict(layers=2, hidden=16, activation="relu", dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
+                 patience=None)
+    for key, field in (("epochs", "pretrain_epochs"), ("lr", "pretrain_lr"), ("hidden", "pretrain_hidden")):
+        if getattr(cfg, field, None) is not None:
+            s[key] = getattr(cfg, field)
+    return dict(pretrain=name, **s)
+
+
+# --- the whole graph as torch tensors ----------------------------------------------------------
+def _torch_sparse(m: sp.spmatrix) -> torch.Tensor:
+    """A scipy matrix as a torch CSR tensor (``csr @ dense`` is differentiable in the dense operand;
+    faster than COO for the feature product in our measurements)."""
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.sort_indices()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data), m.shape)
+
+
+def sym_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """``D^-1/2 (A + I) D^-1/2`` of a (possibly edge-dropped) graph, as GCNConv normalises it."""
+    loops = torch.arange(num_nodes)
+    row = torch.cat([edge_index[0], loops])
+    col = torch.cat([edge_index[1], loops])
+    deg = torch.zeros(num_nodes).index_add_(0, col, torch.ones(col.numel()))
+    val = deg[row].rsqrt() * deg[col].rsqrt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_coo_tensor(torch.stack([col, row]), val, (num_nodes, num_nodes),
+                                       check_invariants=False).coalesce().to_sparse_csr()
+
+
+class _SparseInputProduct(torch.autograd.Function):
+    """``X @ W`` for a fixed CSR ``X``; the backward multiplies by ``X^T`` built once per graph
+    instead of transposing ``X`` on every call."""
+
+    @staticmethod
+    def forward(ctx, w, x, xt):
+        ctx.xt = xt
+        return x @ w
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.xt @ grad, None, None
+
+
+class FullGraph:
+    """Row-normalised features (sparse), ``Â`` (the run's normalisation) and the edge list."""
+
+    def __init__(self, graph):
+        x = graph.x if sp.issparse(graph.x) else sp.csr_matrix(graph.x)
+        rowsum = np.asarray(abs(x).sum(1)).reshape(-1)
+        rowsum[rowsum == 0] = 1.0
+        x = sp.diags(1.0 / rowsum).dot(x)  # NormalizeFeatures, as DGI and GRACE
+        self.x, self.xt = _torch_sparse(x), _torch_sparse(x.T)
+        self.adj = _torch_sparse(graph.adj)
+        a = graph.adj.tocoo()
+        off = a.row != a.col
+        self.edge_index = torch.from_numpy(np.vstack([a.col[off], a.row[off]]).astype(np.int64))
+        self.num_nodes, self.num_features = int(graph.num_nodes), int(graph.num_features)
+
+
+class GCNEncoder(nn.Module):
+    """Full-graph GCN ``H' = act(Â H W + b)`` (activation on every layer's output, as GRACE/DGI),
+    dropout between layers. ``perm`` permutes the input rows (DGI's corruption, computed as a
+    permutation of ``X W``); ``feature_mask`` zeroes input columns (GRACE's feature masking,
+    computed as a mask on the rows of ``W``)."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int = 1, activation: str = "prelu", dropout: float = 0.0,
+                 last_activation: bool = True):
+        super().__init__()
+        dims = [in_dim] + [hidden] * layers
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.acts = nn.ModuleList(nn.PReLU() if activation == "prelu" else nn.ReLU() for _ in range(layers))
+        self.dropout, self.last_activation, self.out_dim = dropout, last_activation, hidden
+        for layer in self.layers:  # GCNConv's initialisation: Glorot weights, zero bias
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, perm: Optional[torch.Tensor] = None,
+                feature_mask: Optional[torch.Tensor] = None, xt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.pair(x, adj, perm, feature_mask, xt=xt)[0]
+
+    def pair(self, x: torch.Tensor, adj: torch.Tensor, perm: Optional[torch.Tensor] = None,
+             feature_mask: Optional[torch.Tensor] = None, corrupt: bool = False, xt: Optional[torch.Tensor] = None):
+        """The embeddings, and with ``corrupt`` also those of the row-permuted input ``perm``
+        (DGI's negatives), sharing the one ``X W`` product."""
+        first = self.layers[0]
+        w = first.weight.t() if feature_mask is None else first.weight.t() * feature_mask.unsqueeze(1)
+        xw = _SparseInputProduct.apply(w, x, xt) if xt is not None else x @ w
+        inputs = [xw if perm is None or corrupt else xw[perm]] + ([xw[perm]] if corrupt else [])
+        outs = []
+        for h in inputs:
+            h = adj @ h + first.bias
+            for i, layer in enumerate(self.layers):
+                if i:
+                    h = F.dropout(h, self.dropout, self.training)
+                    h = adj @ (h @ layer.weight.t()) + layer.bias
+                if i < len(self.layers) - 1 or self.last_activation:
+                    h = self.acts[i](h)
+            outs.append(h)
+        return outs[0], (outs[1] if corrupt else None)
+
+
+def build_encoder(settings: Dict, in_dim: int) -> GCNEncoder:
+    return GCNEncoder(in_dim, settings["hidden"], settings["layers"], settings["activation"], settings["dropout"],
+                      last_activation=settings["pretrain"] != "supervised")
+
+
+# --- pretraining ---------------------------------------------------------------------------------
+def training_labels(y, train_classes: Sequence[int]):
+    """Nodes of the training classes and their labels ``0..len(train_classes)-1``: the only labels
+    supervised pretraining sees (every other node's label is dropped here)."""
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).reshape(-1)
+    classes = np.asarray(sorted(int(c) for c in train_classes))
+    nodes = np.flatnonzero(np.isin(y, classes))
+    return torch.from_numpy(nodes), torch.from_numpy(np.searchsorted(classes, y[nodes])).long()
+
+
+def _epochs_bar(total: int, desc: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, train_labels=None,
+             progress: bool = False, log_name: str = "pretrain") -> Tuple[GCNEncoder, Dict]:
+    """Pretrain an encoder on the whole graph; returns it (eval mode) and what happened.
+
+    ``train_nodes``/``train_labels`` (from :func:`training_labels`) are read by ``supervised``
+    only; ``dgi`` and ``grace`` take no labels.
+    """
+    torch.manual_seed(seed)
+    name = settings["pretrain"]
+    encoder = build_encoder(settings, graph.num_features)
+    start = time.perf_counter()
+    if name == "dgi":
+        from torch_geometric.nn import DeepGraphInfomax
+
+        model = DeepGraphInfomax(
+            settings["hidden"], encoder=encoder,
+            summary=lambda z, *args, **kwargs: torch.sigmoid(z.mean(dim=0)),
+            corruption=lambda x, adj, perm=None: (x, adj, torch.randperm(graph.num_nodes)))
+
+        def loss_fn():  # = model(x, adj) with the corruption above, but X W computed once for both
+            pos, neg = encoder.pair(graph.x, graph.adj, torch.randperm(graph.num_nodes), corrupt=True,
+                                    xt=graph.xt)
+            return model.loss(pos, neg, model.summary(pos))
+    elif name == "grace":
+        from torch_geometric.utils import dropout_edge
+
+        hidden = settings["hidden"]
+        model = nn.ModuleDict({"encoder": encoder, "proj": nn.Sequential(nn.Linear(hidden, hidden), nn.ELU(),
+                                                                         nn.Linear(hidden, hidden))})
+        tau = settings["tau"]
+
+        def view(edge_p: float, feature_p: float) -> torch.Tensor:
+            edge_index = dropout_edge(graph.edge_index, p=edge_p)[0]
+            mask = (torch.rand(graph.num_features) >= feature_p).float()
+            return model["proj"](encoder(graph.x, sym_adjacency(edge_index, graph.num_nodes), feature_mask=mask,
+                                              xt=graph.xt))
+
+        def semi_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            refl = torch.exp(a @ a.t() / tau)
+            between = torch.exp(a @ b.t() / tau)
+            return -torch.log(between.diag() / (refl.sum(1) + between.sum(1) - refl.diag()))
+
+        def loss_fn():
+            h1 = F.normalize(view(settings["edge_drop"][0], settings["feature_drop"][0]))
+            h2 = F.normalize(view(settings["edge_drop"][1], settings["feature_drop"][1]))
+            return 0.5 * (semi_loss(h1, h2) + semi_loss(h2, h1)).mean()
+    elif name == "supervised":
+        if train_nodes is None or train_labels is None:
+            raise GnnCmlError("supervised pretraining needs the training classes' labelled nodes")
+        classes = int(train_labels.max()) + 1 if train_labels.numel() else 1
+        model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(settings["hidden"], classes)})
+
+        def loss_fn():
+            z = encoder(graph.x, graph.adj, xt=graph.xt)
+            return F.cross_entropy(model["head"](z[train_nodes]), train_labels)
+    else:
+        raise GnnCmlError(f"unknown pretraining '{name}': use one of {', '.join(PRETRAINS)}")
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    patience = settings.get("patience")
+    best, best_state, bad, epoch, loss_value = math.inf, None, 0, 0, math.nan
+    bar = _epochs_bar(settings["epochs"], log_name, progress)
+    model.train()
+    for epoch in range(1, settings["epochs"] + 1):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise GnnCmlError(f"{name} pretraining loss became {loss_value} at epoch {epoch}: lower --pretrain-lr "
+                              f"and rerun with --overwrite")
+        loss.backward()
+        optimizer.step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+        if patience:  # DGI: keep the lowest-loss encoder, stop after `patience` epochs without a new low
+            if loss_value < best:
+                best, bad = loss_value, 0
+                best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        encoder.load_state_dict(best_state)
+    encoder.eval()
+    info = {"epochs": epoch, "final_loss": loss_value, "best_loss": None if best == math.inf else best,
+            "seconds": time.perf_counter() - start}
+    return encoder, info
+
+
+# What a pretrained encoder depends on: a run may reuse another run's encoders when these agree.
+# DGI and GRACE read no label, so their encoders do not depend on the class split either.
+PRETRAIN_KEYS = ("graph", "norm", "seed", "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden")
+SPLIT_KEYS = ("split", "split_seed", "split_rule", "labels_per_class")
+
+
+def check_pretrained(cfg) -> Optional[Path]:
+    """``cfg.pretrained`` as a folder whose encoders this run may reuse; one-line errors otherwise."""
+    if not cfg.pretrained:
+        return None
+    from gnn_cml.config import load_yaml
+
+    folder = Path(cfg.pretrained)
+    if not (folder / "config.yaml").is_file():
+        raise GnnCmlError(f"--pretrained {folder} is not a gnn-cml run directory (no config.yaml): give the --out "
+                          f"of an earlier --method tlp run")
+    saved = load_yaml(folder / "config.yaml")
+    if saved.get("method") != "tlp":
+        raise GnnCmlError(f"--pretrained {folder} is a {saved.get('method')} run, not a tlp run: give the --out of "
+                          f"an earlier --method tlp run")
+    keys = PRETRAIN_KEYS + (SPLIT_KEYS if cfg.pretrain == "supervised" else ())
+    differ = [k for k in keys if saved.get(k) != getattr(cfg, k)]
+    if differ:
+        raise GnnCmlError(f"--pretrained {folder} was pretrained with other settings ({', '.join(differ)} differ), "
+                          f"so its encoders are not this run's: match them or drop --pretrained")
+    return folder
+
+
+# --- the probe ---------------------------------------------------------------------------------
+def minmax(z: torch.Tensor) -> torch.Tensor:
+    """Scale every dimension to [0, 1] over all nodes (sklearn's MinMaxScaler, as TLP)."""
+    lo, hi = z.min(0).values, z.max(0).values
+    span = hi - lo
+    span[span == 0] = 1.0
+    return (z - lo) / span
+
+
+def fit_probes(zs: torch.Tensor, ys: torch.Tensor, ways: int, c: float = 1.0, max_iter: int = 500):
+    """Logistic-regression probes for a stack of tasks: ``zs`` (T, S, d) support embeddings,
+    ``ys`` (T, S) labels. Minimises, per task, sklearn's objective
+    ``C * sum_i CE_i + penalty`` with the binary (2 ways) or multinomial L2 penalty and an
+    unpenalised intercept. By the representer theorem the optimal weights lie in the span of the
+    task's support embeddings: with ``Z^T = Q R`` (reduced QR), ``W = B Q^T``, the logits are
+    ``R^T B^T`` and ``||W|| = ||B||``, so each task is an S-dimensional problem (S x ways numbers
+    instead of d x ways) as well conditioned as the original one. All tasks at once by L-BFGS
+    (a sum of independent convex problems has every task's optimum as its optimum).
+    Returns weights (T, ways, d) and bias (T, ways)."""
+    zs = zs.double()
+    q, r = torch.linalg.qr(zs.transpose(1, 2))  # (T, d, S), (T, S, S)
+    # Softmax with 2 classes: the optimum is W = [-w/2, w/2], so ||W||^2 / C equals sklearn's binary ||w||^2 / (2C).
+    lam = (1.0 if ways == 2 else 0.5) / c
+    w = torch.zeros(zs.shape[0], ways, r.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(zs.shape[0], ways, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+    targets = ys.reshape(-1)
+
+    def closure():
+        opt.zero_grad()
+        logits = torch.einsum("trs,twr->tsw", r, w) + b.unsqueeze(1)
+        loss = F.cross_entropy(logits.reshape(-1, ways), targets, reduction="sum") + lam * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return torch.einsum("twr,tdr->twd", w.detach(), q), b.detach()
+
+
+def probe_logits(z: torch.Tensor, tasks: Sequence[Episode], ways: int, c: float = 1.0,
+                 solver: str = "torch") -> List[torch.Tensor]:
+    """Query logits of a probe per task on frozen embeddings ``z`` (all nodes)."""
+    if solver == "sklearn":
+        from sklearn.linear_model import LogisticRegression
+
+        out = []
+        zn = z.double().numpy()
+        for e in tasks:
+            clf = LogisticRegression(C=c, max_iter=1000).fit(zn[e.support.numpy()], e.support_y.numpy())
+            scores = clf.decision_function(zn[e.query.numpy()])
+            scores = np.stack([-scores / 2, scores / 2], 1) if scores.ndim == 1 else scores
+            out.append(torch.from_numpy(scores))
+        return out
+    out: List[torch.Tensor] = []
+    groups: Dict[int, List[int]] = {}
+    for i, e in enumerate(tasks):  # stack tasks with the same support size
+        groups.setdefault(int(e.support.numel()), []).append(i)
+    logits: Dict[int, torch.Tensor] = {}
+    for idx in groups.values():
+        zs = torch.stack([z[tasks[i].support] for i in idx])
+        ys = torch.stack([tasks[i].support_y for i in idx]).long()
+        w, b = fit_probes(zs, ys, ways, c)
+        for j, i in enumerate(idx):
+            logits[i] = z[tasks[i].query].double() @ w[j].t() + b[j]
+    return [logits[i] for i in range(len(tasks))]
+
+
+class TLP(MetaLearner):
+    """A frozen pretrained encoder plus one logistic-regression probe per task.
+
+    Not meta-trained (``meta_trained = False``): the experiment calls :meth:`fit` once per run
+    (pretraining, or loading ``encoder.pt`` of a finished pretraining) and :meth:`evaluate` on
+    the fixed test tasks. ``forward(episode)`` probes a single task, so ``gnn-cml evaluate``
+    works as for every learner. The state dict is the encoder's.
+    """
+
+    meta_trained = False
+    adapts = False
+
+    def __init__(self, settings: Dict, graph, ways: int, probe_c: float = 1.0, probe_solver: str = "torch",
+                 probe_scale: str = "minmax"):
+        super().__init__()
+        self.settings, self.ways, self.probe_c, self.probe_solver = settings, ways, probe_c, probe_solver
+        self.probe_scale = probe_scale
+        self._prepared = graph
+        self._graph: Optional[FullGraph] = None
+        self.encoder = build_encoder(settings, graph.num_features)
+        self._z: Optional[torch.Tensor] = None
+
+    @property
+    def graph(self) -> FullGraph:
+        if self._graph is None:
+            self._graph = FullGraph(self._prepared)
+        return self._graph
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        self._z = None  # embeddings of the previous weights
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+    @torch.no_grad()
+    def embeddings(self) -> torch.Tensor:
+        if self._z is None:
+            self.encoder.eval()
+            z = self.encoder(self.graph.x, self.graph.adj, xt=self.graph.xt).double()
+            self._z = minmax(z) if self.probe_scale == "minmax" else z
+        return self._z
+
+    # --- the experiment's fit/evaluate path ----------------------------------------------------
+    def fit(self, task, run_dir: Path, seed: int, resume: bool = False, progress: bool = True,
+            log_name: str = "tlp") -> Dict:
+        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record."""
+        from gnn_cml.engine import distributed as dist
+        from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
+
+        path = Path(run_dir) / "encoder.pt"
+        source = path if resume and path.exists() else None
+        shared = check_pretrained(task.cfg)
+        if source is None and shared is not None:
+            source = shared / Path(run_dir).name / "encoder.pt"
+            if not source.is_file():
+                raise GnnCmlError(f"--pretrained {shared} has no {Path(run_dir).name}/encoder.pt: finish that run "
+                                  f"first (gnn-cml train --resume --out {shared}) or drop --pretrained")
+        if source is not None:
+            saved = load_checkpoint(source)
+            try:
+                self.load_state_dict(saved["encoder"])
+                info = dict(saved["pretrain"])
+            except (KeyError, TypeError, RuntimeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                raise GnnCmlError(f"{source} does not hold this run's encoder ({first}): delete it to pretrain "
+                                  f"again, or use --overwrite") from None
+            if progress:
+                print(f"{log_name}: reusing the pretrained encoder in {source}", flush=True)
+            if source != path and dist.is_main():  # the run keeps its own copy
+                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            info["reused"] = True
+        else:
+            nodes = labels = None
+            if self.settings["pretrain"] == "supervised":
+                nodes, labels = training_labels(task.data.y, task.split.train)
+            encoder, info = pretrain(self.settings, self.graph, seed, nodes, labels, progress=progress,
+                                     log_name=f"{log_name} pretrain")
+            self.encoder.load_state_dict(encoder.state_dict())
+            self._z = None
+            if dist.is_main():
+                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            info = dict(info, reused=False)
+        return {"pretrain": self.settings["pretrain"], "pretrain_settings": self.settings,
+                "pretrain_seconds": info["seconds"], "pretrain_epochs": info["epochs"],
+                "pretrain_loss": info["final_loss"], "pretrain_reused": info["reused"],
+                "episodes": 0, "train_seconds": info["seconds"]}
+
+    def evaluate(self, tasks: Sequence[Episode]) -> List[float]:
+        """Per-task query accuracy of the probes (fitted on each task's support set)."""
+        tasks = list(tasks)
+        logits = probe_logits(self.embeddings(), tasks, self.ways, self.probe_c, self.probe_solver)
+        return [float((lg.argmax(-1) == e.query_y).double().mean()) for lg, e in zip(logits, tasks)]
+
+    def forward(self, episode: Episode, train: bool = False) -> TaskResult:
+        logits = probe_logits(self.embeddings(), [episode], self.ways, self.probe_c, self.probe_solver)[0]
+        return TaskResult(loss=F.cross_entropy(logits, episode.query_y), logits=logits, targets=episode.query_y)
