@@ -493,7 +493,8 @@ def forest_plot(pairs: List[PairRow], path: Path) -> Path:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{r.graph} {r.setting} {r.arm_label} ({split_txt(r)})" for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("Δ test accuracy, arm − base (points)")
-    ax.set_title("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
+    # fig.suptitle centres on the figure, not on the axes that the long tick labels push right
+    fig.suptitle("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
                  "several splits: t-CI over the per-split mean Δ)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
