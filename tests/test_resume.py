@@ -25,6 +25,7 @@ import torch
 
 from gnn_cml.cli import main
 from gnn_cml.engine.checkpoint import load_checkpoint
+from helpers import without_keys
 
 REPO = Path(__file__).resolve().parents[1]
 # 2 runs x 30 episodes, a checkpoint every 5 episodes (6 per run).
@@ -43,11 +44,7 @@ def env():
 
 
 def untimed(obj):
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in TIMING_KEYS}
-    if isinstance(obj, list):
-        return [untimed(v) for v in obj]
-    return obj
+    return without_keys(obj, TIMING_KEYS)
 
 
 def metrics(run_dir: Path):

@@ -23,6 +23,7 @@ from gnn_cml.meta import tlp as tlp_module
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.meta.tlp import fit_probes, probe_logits, training_labels
 from gnn_cml.sampling import EpisodeSampler, TaskSet
+from helpers import without_keys
 
 FAST = ["--graph", "cora", "--method", "tlp", "--pretrain-epochs", "3", "--pretrain-hidden", "32",
         "--test-tasks", "10", "--no-progress"]
@@ -30,11 +31,7 @@ TIMING_KEYS = {"train_seconds", "test_seconds", "pretrain_seconds", "wall_time_s
 
 
 def untimed(obj):
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in TIMING_KEYS}
-    if isinstance(obj, list):
-        return [untimed(v) for v in obj]
-    return obj
+    return without_keys(obj, TIMING_KEYS)
 
 
 @pytest.fixture(scope="module")
