@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+
+def finite(value) -> Optional[float]:
+    """``value`` as a float, or ``None`` when it is missing or not finite (strict JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def mean_ci95(values: Sequence[float]) -> Dict[str, float]:

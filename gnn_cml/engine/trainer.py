@@ -20,7 +20,7 @@ import torch
 
 from gnn_cml.engine import distributed as dist
 from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
-from gnn_cml.engine.metrics import mean_ci95
+from gnn_cml.engine.metrics import finite, mean_ci95
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.sampling.episodes import Episode
@@ -228,9 +228,9 @@ class Trainer:
         else:
             self.bad_validations += 1
             self.stopped_early = self.bad_validations >= cfg.patience
-        record = {"episode": self.episode, "train_loss": _finite(np.mean([w["loss"] for w in window])),
-                  f"train_{cfg.metric}": _finite(np.mean([w[cfg.metric] for w in window])),
-                  f"val_{cfg.metric}": _finite(val), f"best_val_{cfg.metric}": _finite(self.best_score),
+        record = {"episode": self.episode, "train_loss": finite(np.mean([w["loss"] for w in window])),
+                  f"train_{cfg.metric}": finite(np.mean([w[cfg.metric] for w in window])),
+                  f"val_{cfg.metric}": finite(val), f"best_val_{cfg.metric}": finite(self.best_score),
                   "seconds": round(self.train_seconds, 3)}
         self.history.append(record)
         if dist.is_main() and self.run_dir:
@@ -291,14 +291,6 @@ def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callabl
                 progress(i + 1)
     model.train(was_training)
     return scores
-
-
-def _finite(value) -> Optional[float]:
-    """``value`` as a float, or None when undefined (NaN/inf): logs stay strict JSON."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 __all__ = ["Trainer", "TrainerConfig", "evaluate_tasks", "mean_ci95", "task_seed", "METRICS"]

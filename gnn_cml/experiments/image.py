@@ -33,7 +33,7 @@ from torch import nn
 
 from gnn_cml.experiments.options import (OMNIGLOT_ITERATIONS, OMNIGLOT_SEEDS, OMNIGLOT_TEST_TASKS,
                                        add_omniglot_arguments)
-from gnn_cml.experiments.common import (METHODS, add_common_arguments, check_common, command_line, derive_seed, fmt,
+from gnn_cml.experiments.common import (METHODS, check_common, command_line, derive_seed, fmt,
                                 plot_curves, summarise, train)
 from gnn_cml.data.paths import cache_root, data_root
 from gnn_cml.engine.checkpoint import write_json

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from gnn_cml.experiments.options import REGRESSION_ITERATIONS, add_regression_arguments
-from gnn_cml.experiments.common import (METHODS, add_common_arguments, check_common, command_line, derive_seed, fmt,
+from gnn_cml.experiments.common import (METHODS, check_common, command_line, derive_seed, fmt,
                                 plot_curves, pyplot, style, summarise, train)
 from gnn_cml.experiments.common import QUICK_LABEL
 from gnn_cml.engine.checkpoint import write_json

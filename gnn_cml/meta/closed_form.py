@@ -61,23 +61,22 @@ def _propagation_parts(enc, inputs):
 
 
 def _propagation(enc, inputs, dtype) -> torch.Tensor:
-    from gnn_cml.models.encoders import SubgraphGCN
-
-    if isinstance(enc, SubgraphGCN):
-        if "pool_adj" in inputs:
-            return inputs["pool_adj"].dense.to(dtype)
-        pool, adj = inputs["pool"].dense.to(dtype), inputs["adj"].dense.to(dtype)
-        return pool @ adj
-    return inputs["adj"][0].dense.to(dtype)
+    """``P`` of the module docstring, from the blocks :func:`_propagation_parts` names."""
+    parts = [b.dense.to(dtype) for b in _propagation_parts(enc, inputs)]
+    return parts[0] if len(parts) == 1 else parts[0] @ parts[1]  # [pool, Â_sub] when not pre-multiplied
 
 
 def adapt(learner, adapted: Params, inputs, targets: torch.Tensor, cond, steps: int, lr: float,
           dropout: float) -> Params:
-    """``steps`` first-order inner steps in closed form; returns the adapted parameters (detached).
+    """``steps`` first-order inner steps in closed form; returns the adapted parameters.
 
-    ``dropout`` > 0 draws one mask per step exactly as ``F.dropout`` does (same random
-    stream), so a seeded task gives the same masks on both paths.
+    The update itself is computed without a graph; an adapted parameter is returned as
+    ``w + (w' - w).detach()``, so the outer gradient reaches ``w`` through the identity
+    (first-order MAML). ``dropout`` > 0 draws one mask per step exactly as ``F.dropout``
+    does (same random stream), so a seeded task gives the same masks on both paths.
     """
+    if steps == 0:
+        return {k: adapted[k] for k in KEYS}
     p = {k: adapted[k].detach() for k in KEYS}
     w1, b1, w2, b2, wh, bh = (p[k] for k in KEYS)
     dtype = w1.dtype
@@ -86,8 +85,6 @@ def adapt(learner, adapted: Params, inputs, targets: torch.Tensor, cond, steps: 
     w1_in = w1 if scale is None else w1 * scale.reshape(1, -1)
     prop = _propagation(learner.encoder, inputs, dtype)
     z = x.matmul(w1_in.t()) + b1
-    if steps == 0:
-        return {k: adapted[k] for k in KEYS}
     gram = x.gram(None if scale is None else scale * scale).to(dtype) + 1.0  # + 1 1^T: the bias's share
     keep = 1.0 - dropout
     # All masks at once: the same random stream as one F.dropout per step.

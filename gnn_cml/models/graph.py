@@ -223,15 +223,10 @@ class PreparedGraph:
     def sparse_propagated(self, k: int):
         """``Â^k X`` as CSR when ``X`` is sparser than ``SPARSE_FEATURE_DENSITY``, else as :meth:`propagated`."""
         if k not in self._sparse_propagated:
-            x = self.x if sp.issparse(self.x) else None
-            if x is None:
-                nnz = int(np.count_nonzero(self.x))
-                if nnz <= SPARSE_FEATURE_DENSITY * self.x.size:
-                    x = sp.csr_matrix(self.x)
-            if x is None:
-                self._sparse_propagated[k] = self.propagated(k)
+            if sp.issparse(self.x) or np.count_nonzero(self.x) > SPARSE_FEATURE_DENSITY * self.x.size:
+                self._sparse_propagated[k] = self.propagated(k)  # already CSR, or too dense for CSR to pay
             else:
-                out = x.tocsr()
+                out = sp.csr_matrix(self.x)
                 for _ in range(k):
                     out = self.adj.dot(out).tocsr()
                 out.sort_indices()
@@ -273,10 +268,8 @@ class PreparedGraph:
             keys = np.union1d(keys, np.repeat(owner, lengths) * n + indices[flat])
         owner, member = np.divmod(keys, n)  # sorted by owner, then member
         first = np.searchsorted(owner, centres)  # where each centre's members start
-        local = np.arange(len(keys)) - first[np.searchsorted(centres, owner)]
         flat, lengths = expand(member)
-        entry_owner = np.repeat(owner, lengths)
-        cand = entry_owner * n + indices[flat]
+        cand = np.repeat(owner, lengths) * n + indices[flat]
         pos = np.minimum(np.searchsorted(keys, cand), len(keys) - 1)
         keep = keys[pos] == cand
         rows = np.repeat(np.arange(len(keys)), lengths)[keep]  # global row = pair index
@@ -286,7 +279,7 @@ class PreparedGraph:
         features = features.tocsr() if sparse else np.asarray(features, dtype=np.float32)
         bounds = np.concatenate([first, [len(keys)]])
         out = []
-        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for a, b in zip(bounds[:-1], bounds[1:]):
             lo, hi = big.indptr[a], big.indptr[b]
             block = (big.data[lo:hi], big.indices[lo:hi] - a, big.indptr[a:b + 1] - lo)
             if sparse:
@@ -312,9 +305,6 @@ class PreparedGraph:
         for _ in range(hops):
             frontier = np.union1d(frontier, self._structure[frontier].indices)
         return frontier
-
-    def rows(self, matrix, nodes: np.ndarray) -> RowBlock:
-        return RowBlock.from_matrix(matrix[nodes])
 
     def adjacency_block(self, rows: np.ndarray, cols: np.ndarray) -> RowBlock:
         """``Â[rows][:, cols]`` as a row block (cols must cover the rows' neighbours)."""

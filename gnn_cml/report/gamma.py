@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from gnn_cml.config import resolve
 from gnn_cml.data import graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import finite, pair_runs, t_interval
-from gnn_cml.report.table3 import PAPER_SPLIT_SEED, add_output_arguments, QUICK, _fmt, _p, _signed, _strict, run_arm, shared_task_file
+from gnn_cml.report.table3 import PAPER_SPLIT_SEED, add_output_arguments, QUICK, _fmt, _p, _signed, run_arm, shared_task_file
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -101,7 +100,9 @@ def write_reports(rows: List[GammaRow], skipped: List[Tuple[str, str]], out: Pat
                         ";".join(r.flags), _fmt(r.wall_time_s, 1)])
     payload = {"command": command, "rows": [asdict(r) for r in rows],
                "skipped": [{"graph": g, "reason": why} for g, why in skipped]}
-    (out / "gamma.json").write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
+    from gnn_cml.engine.checkpoint import write_json  # strict JSON (NaN -> null), written atomically
+
+    write_json(out / "gamma.json", payload)
     lines = ["# CML gamma sweep (test accuracy, %)", "", f"Command: `{command}`", "",
              "gamma = 0 is the base learner (CML off). Every gamma shares the seeds and fixed test tasks of "
              "gamma = 0, so Δ is paired run by run: mean Δ ± paired-t 95% CI (df = runs − 1) and the two-sided "

@@ -15,36 +15,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from gnn_cml.engine.metrics import finite, mean_ci95
 from gnn_cml.errors import GnnCmlError, require
 
 MIN_RUNS_FOR_CI = 3
 
 
-def finite(value) -> Optional[float]:
-    """``value`` as a float, or ``None`` when it is missing or not finite (strict JSON has no NaN)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def t_interval(values: Sequence[float]) -> Dict:
     """Mean and the half-width of a two-sided 95% Student-t interval over ``values`` (``None`` if n < 2)."""
-    v = np.asarray(list(values), dtype=np.float64)
-    n = len(v)
-    out = {"n": n, "mean": finite(v.mean()) if n else None, "std": None, "ci95": None, "low": None, "high": None}
+    s = mean_ci95(values)
+    n, mean = s["n"], finite(s["mean"])
+    out = {"n": n, "mean": mean, "std": None, "ci95": None, "low": None, "high": None}
     if n >= 2:
-        from scipy.stats import t
-
-        std = float(v.std(ddof=1))
-        half = float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
-        out.update(std=finite(std), ci95=finite(half), low=finite(v.mean() - half), high=finite(v.mean() + half))
+        half = s["ci95"]
+        out.update(std=finite(s["std"]), ci95=finite(half), low=finite(s["mean"] - half),
+                   high=finite(s["mean"] + half))
     return out
 
 

@@ -3,7 +3,6 @@ comparisons (Δ = CML − base per run), over one or several class splits, besid
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -305,7 +304,8 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
         for baseline in baselines:  # unpaired arms on the same fixed test tasks
             overrides = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
                              data_root=data_root, **(QUICK if quick else {}), **method_overrides(baseline, quick))
-            cfg = resolve({k: v for k, v in overrides.items() if k not in ("inner_steps",)})
+            # --quick's inner-loop budget does not apply: tlp has no inner loop (its config keeps 0 steps)
+            cfg = resolve({k: v for k, v in overrides.items() if k != "inner_steps"})
             task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
             res = run_arm(cfg, where / baseline, task_file, resume, overwrite, progress)
             acc = res["test_accuracy"]["runs"]
@@ -405,7 +405,9 @@ def write_reports(report: Report, out: Path, command: str, quick: bool = False) 
     payload = {"command": command, "split_seeds": report.split_seeds,
                "pairs": [dict(asdict(r), paper_delta_in_our_ci=r.paper_inside) for r in pairs],
                "arms": [asdict(r) for r in rows], "skipped": [{"graph": g, "reason": why} for g, why in report.skipped]}
-    (out / "table3.json").write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
+    from gnn_cml.engine.checkpoint import write_json  # strict JSON (NaN -> null), written atomically
+
+    write_json(out / "table3.json", payload)
     lines = ["# Table 3: does CML help? Paired comparisons (test accuracy, %)", "",
              f"Command: `{command}`", "",
              "Base and +CML (and CML-dagger) runs share seeds: the same initial shared weights, episodes and "
@@ -443,17 +445,6 @@ def write_reports(report: Report, out: Path, command: str, quick: bool = False) 
     if pairs:
         paths.append(forest_plot(pairs, out / "table3_forest.png"))
     return paths
-
-
-def _strict(obj):
-    """Replace NaN/inf by None everywhere (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if isinstance(obj, float):
-        return finite(obj)
-    return obj
 
 
 def forest_rows(pairs: List[PairRow]) -> List[PairRow]:
