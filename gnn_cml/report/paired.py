@@ -20,10 +20,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from gnn_cml.engine.metrics import finite, mean_ci95
+from gnn_cml.engine.metrics import MIN_RUNS_FOR_CI, finite, mean_ci95
 from gnn_cml.errors import GnnCmlError, require
 
-MIN_RUNS_FOR_CI = 3
 
 
 def t_interval(values: Sequence[float]) -> Dict:
