@@ -28,10 +28,11 @@ from gnn_cml.engine.checkpoint import load_checkpoint
 from helpers import without_keys
 
 REPO = Path(__file__).resolve().parents[1]
-# 2 runs x 30 episodes, a checkpoint every 5 episodes (6 per run).
+# 2 runs x 30 episodes, a checkpoint every 5 episodes (6 per run), one run after the other (the kill
+# points below count checkpoints in that order; batched runs are interrupted in test_batched_runs.py).
 ARGS = ["--graph", "cora", "--ways", "2", "--shots", "1", "--episodes", "30", "--val-every", "5",
         "--val-tasks", "3", "--test-tasks", "5", "--runs", "2", "--inner-steps", "1", "--seed", "7",
-        "--no-progress"]
+        "--no-batch-runs", "--no-progress"]
 TIMING_KEYS = {"train_seconds", "test_seconds", "episodes_per_s", "wall_time_s", "seconds"}
 
 

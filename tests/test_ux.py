@@ -173,21 +173,30 @@ def test_plain_lines_are_rate_limited(monkeypatch):
     assert len(buffer.getvalue().splitlines()) <= 3  # start + at most one validation within 2 s
 
 
-def test_pipe_output_is_line_by_line(tmp_path, shared_data):
-    """Through a pipe: no carriage returns, start-up, run k/n lines with test accuracy, JSON on stdout."""
+@pytest.mark.parametrize("batched", [False, True])
+def test_pipe_output_is_line_by_line(tmp_path, shared_data, batched):
+    """Through a pipe: no carriage returns, start-up, run k/n lines with test accuracy, JSON on stdout
+    (runs one after another, or all runs batched)."""
     out = tmp_path / "run"
     env = dict(_env(), GNN_CML_DATA=str(shared_data))
     done = subprocess.run([sys.executable, "-m", "gnn_cml.cli", "train", "--graph", "cora", "--out", str(out),
-                           "--runs", "2", *FAST], env=env, capture_output=True, text=True, timeout=600)
+                           "--runs", "2", *FAST, *([] if batched else ["--no-batch-runs"])], env=env,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     err = done.stderr
     assert "\r" not in err and "\033" not in err
     lines = err.splitlines()
     assert lines[0].startswith("gnn-cml train: starting")
     assert any(line.startswith("loading graph cora") for line in lines)
+    if batched:
+        assert any(line.startswith("training runs 1-2 of 2 as one batched computation") for line in lines), err
+        assert any(line.startswith("runs 1-2/2 · 2 runs batched · episode") and "run-episodes/s" in line
+                   for line in lines), err
+        assert any(line.startswith("runs 1-2/2 · testing on 6 tasks") for line in lines), err
     for k in (1, 2):
-        assert any(line.startswith(f"run {k}/2 · episode") for line in lines), err
-        assert any(line.startswith(f"run {k}/2 · testing on 3 tasks") for line in lines), err
+        if not batched:
+            assert any(line.startswith(f"run {k}/2 · episode") for line in lines), err
+            assert any(line.startswith(f"run {k}/2 · testing on 3 tasks") for line in lines), err
         assert any(line.startswith(f"run {k}/2 · test accuracy") and "%" in line for line in lines), err
     assert any("mean ± 95% CI over 2 runs" in line and "unreliable" in line for line in lines)
     stdout = done.stdout.strip().splitlines()

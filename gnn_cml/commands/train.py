@@ -59,7 +59,11 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
             group.add_argument("--second-order", dest=f.name, action="store_const", const=False,
                                help="back-propagate through the inner updates (second-order MAML)")
             continue
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool) and f.default is True:  # on by default: --name / --no-name
+            group.add_argument(flag, action="store_const", const=True, **kwargs)
+            group.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const=False,
+                               help=f"turn {flag} off (default: {flag} is on)")
+        elif f.type in ("bool", bool):
             group.add_argument(flag, action="store_const", const=True, **kwargs)
         elif f.name == "split":
             group.add_argument(flag, type=_split, **kwargs)

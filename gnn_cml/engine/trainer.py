@@ -137,10 +137,18 @@ class Trainer:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         totals = dist.reduce_gradients_and_stats(self.model, [sum(losses), sum(scores)])
-        loss, score = totals[0] / cfg.meta_batch, totals[1] / cfg.meta_batch
-        # A finite loss can still have inf/NaN gradients; stepping on them would poison the weights
-        # (and the next checkpoint), so both are checked before the update.
-        finite_grads = all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters())
+        return self.apply_update(totals[0] / cfg.meta_batch, totals[1] / cfg.meta_batch)
+
+    def apply_update(self, loss: float, score: float) -> Dict[str, float]:
+        """Step the optimiser on the gradients in ``.grad`` (after checking them) and count the episode."""
+        self.check_update(loss, all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters()))
+        self.optimizer.step()
+        self.episode += 1
+        return {"loss": loss, self.cfg.metric: score}
+
+    def check_update(self, loss: float, finite_grads: bool) -> None:
+        """Refuse to step on a non-finite loss or meta-gradient: stepping would poison the weights
+        (and the next checkpoint). Shared with the batched runs (:mod:`gnn_cml.engine.batched`)."""
         if not math.isfinite(loss) or not finite_grads:
             what = f"training loss became {loss}" if not math.isfinite(loss) else "meta-gradient became NaN/inf"
             if self.checkpoint_path and self.checkpoint_path.exists():
@@ -148,11 +156,9 @@ class Trainer:
                          f"at episode {self._checkpoint_episode}")
             else:
                 where = "; no checkpoint was written yet"
-            raise GnnCmlError(f"the {what} at episode {self.episode + 1}{where}: lower --lr or --inner-lr "
+            who = f"{self.log_name}: " if self.log_name.startswith("run ") else ""
+            raise GnnCmlError(f"{who}the {what} at episode {self.episode + 1}{where}: lower --lr or --inner-lr "
                               f"and rerun with --overwrite")
-        self.optimizer.step()
-        self.episode += 1
-        return {"loss": loss, cfg.metric: score}
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, tasks: Sequence[Episode], model: Optional[MetaLearner] = None,
@@ -216,9 +222,12 @@ class Trainer:
             self._writer.close()
             self._writer = None
 
-    def _validate(self, window: List[Dict[str, float]]) -> None:
+    def _validate(self, window: List[Dict[str, float]], scores: Optional[List[float]] = None) -> None:
+        """Validate (``scores``: the validation tasks' metric when computed elsewhere, e.g. batched),
+        update the best state and early stopping, log and checkpoint."""
         cfg = self.cfg
-        scores = self.evaluate(self.val_tasks)
+        if scores is None:
+            scores = self.evaluate(self.val_tasks)
         val = float(np.mean(scores))
         improved = self._better(val)
         if improved:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from gnn_cml.config import RunConfig, load_yaml
+from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml
 from gnn_cml.data import cache_root, data_root, default_split, load_graph
 from gnn_cml.engine import distributed as dist
 from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
@@ -127,7 +127,8 @@ def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> 
             saved = load_yaml(config_path)
             current = cfg.to_dict()
             defaults = RunConfig().to_dict()  # keys added after the run was written hold their defaults
-            changed = [k for k in current if k != "runs" and saved.get(k, defaults.get(k)) != current[k]]
+            changed = [k for k in current if k not in ("runs", *EXECUTION_KEYS)
+                       and saved.get(k, defaults.get(k)) != current[k]]
             require(not changed, f"--resume with a different config than {config_path} ({', '.join(changed)} "
                                  f"changed): rerun with the saved settings or use --overwrite")
         else:
@@ -172,9 +173,21 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
            f"{'s' if cfg.runs > 1 else ''} of at most {cfg.episodes} episodes (validation every {cfg.val_every}, "
            f"stop after {cfg.patience} without gain) -> {out}", progress)
     started = time.perf_counter()
-    runs: List[Dict] = []
-    for run in range(cfg.runs):
-        runs.append(_one_run(task, tests, run, out / f"run_{run}", resume, progress))
+    done: Dict[int, Dict] = {}
+    for run in range(cfg.runs):  # runs finished before (--resume) are reported and kept
+        record = _finished_run(cfg, run, out / f"run_{run}", resume, progress)
+        if record is not None:
+            done[run] = record
+    todo = [run for run in range(cfg.runs) if run not in done]
+    why_not = _why_not_batched(cfg, task, todo)
+    if why_not is None:
+        done.update(_batched_runs(task, tests, todo, out, resume, progress))
+    else:
+        if cfg.batch_runs and len(todo) > 1:
+            status(f"training the runs one after another: {why_not}", progress)
+        for run in todo:
+            done[run] = _one_run(task, tests, run, out / f"run_{run}", resume, progress)
+    runs: List[Dict] = [done[run] for run in range(cfg.runs)]
     result = summarise(cfg, runs, time.perf_counter() - started, task.split)
     result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
@@ -220,21 +233,44 @@ def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
                     f"task file {task_file} has labels outside 0..{ways - 1}: regenerate it")
 
 
-def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
-    cfg = task.cfg
+def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progress: bool) -> Optional[Dict]:
+    """The record of a run finished before (with ``resume``), or None."""
     result_path = run_dir / "result.json"
-    if resume and result_path.exists():
-        record = json.loads(result_path.read_text())
-        status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
-               f"{_pm(record['test_accuracy'], record.get('test_ci95'))}", progress)
-        return record
+    if not (resume and result_path.exists()):
+        return None
+    record = json.loads(result_path.read_text())
+    status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
+           f"{_pm(record['test_accuracy'], record.get('test_ci95'))}", progress)
+    return record
+
+
+def _why_not_batched(cfg: RunConfig, task: GraphTask, todo: List[int]) -> Optional[str]:
+    """Why the runs to do are not trained as one batched computation (None: they are)."""
+    from gnn_cml.meta.batched_runs import unsupported
+
+    if not cfg.batch_runs or len(todo) < 2:
+        return "--no-batch-runs" if len(todo) > 1 else "one run"
+    if dist.world_size() > 1:
+        return "distributed training (torchrun) splits each meta-batch instead"
+    if cfg.meta_batch != 1:
+        return "--meta-batch above 1"
+    with torch.random.fork_rng(devices=[]):
+        learner = build_learner(cfg, task.graph, seed=0)
+    if not getattr(learner, "meta_trained", True):
+        return f"{cfg.method} has no meta-training"
+    return unsupported(learner)
+
+
+def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress: bool):
+    """A run's learner, seed and (for meta-trained learners) Trainer, resumed from its checkpoint."""
+    cfg = task.cfg
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     seed = derive_seed(cfg.seed, 100 + run)
     label = f"run {run + 1}/{cfg.runs}"
     learner = build_learner(cfg, task.graph, seed=seed)
     if not getattr(learner, "meta_trained", True):  # e.g. tlp: fit once (pretraining), no Trainer
-        return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
+        return learner, seed, None
     val_sampler = task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"]))
     val = ResampledTasks(val_sampler, cfg.val_tasks) if cfg.val_resample else TaskSet.generate(val_sampler, cfg.val_tasks)
     hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}
@@ -244,25 +280,73 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
                       weight_decay=cfg.weight_decay, val_every=cfg.val_every, patience=cfg.patience,
                       metric="accuracy", seed=seed, progress=progress),
         run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run))
+    return learner, seed, trainer
+
+
+def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
+                  progress: bool) -> Dict[int, Dict]:
+    """The runs ``todo`` trained in lockstep (:func:`gnn_cml.engine.batched.fit_batched`) and tested
+    together; each run's files are the same as when trained alone."""
+    from gnn_cml.engine.batched import evaluate_batched, fit_batched
+
+    cfg = task.cfg
+    started = [(run, *_start_run(task, run, out / f"run_{run}", resume, progress)) for run in todo]
+    trainers = [trainer for _, _, _, trainer in started]
+    status(f"training runs {_runs_text(todo)} of {cfg.runs} as one batched computation", progress)
+    fit_batched(trainers, progress=progress and dist.is_main(), label=f"runs {_runs_text(todo)}/{cfg.runs}")
+    start = time.perf_counter()
+    line = TaskProgress(f"runs {_runs_text(todo)}/{cfg.runs}", len(tests) * len(todo),
+                        enabled=progress and dist.is_main())
+    try:
+        scores = evaluate_batched([t.model.test_model() for t in trainers], [list(tests)] * len(trainers),
+                                  [t.cfg.seed for t in trainers], progress=lambda done, total: line.task(done))
+    finally:
+        line.close()
+    test_seconds = (time.perf_counter() - start) / len(todo)
+    return {run: _finish_run(task, run, out / f"run_{run}", learner, seed, trainer, s, test_seconds, progress,
+                             batch=len(todo))
+            for (run, learner, seed, trainer), s in zip(started, scores)}
+
+
+def _runs_text(runs: List[int]) -> str:
+    """``1-20`` for consecutive runs, else ``2,5,7`` (1-based)."""
+    if runs == list(range(runs[0], runs[-1] + 1)):
+        return f"{runs[0] + 1}-{runs[-1] + 1}"
+    return ",".join(str(r + 1) for r in runs)
+
+
+def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
+    learner, seed, trainer = _start_run(task, run, run_dir, resume, progress)
+    if trainer is None:
+        return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
     trainer.fit()
     start = time.perf_counter()
-    shown = TaskProgress(label, len(tests), enabled=progress and dist.is_main())
+    shown = TaskProgress(trainer.log_name, len(tests), enabled=progress and dist.is_main())
     try:
         scores = trainer.evaluate(tests, progress=shown.task)
     finally:
         shown.close()
-    test_seconds = time.perf_counter() - start
+    return _finish_run(task, run, run_dir, learner, seed, trainer, scores, time.perf_counter() - start, progress)
+
+
+def _finish_run(task: GraphTask, run: int, run_dir: Path, learner, seed: int, trainer: Trainer,
+                scores: List[float], test_seconds: float, progress: bool, batch: Optional[int] = None) -> Dict:
+    """Record a trained run's test scores: ``result.json``, ``model.pt``, TensorBoard, a status line
+    (``batch``: how many runs it was trained with in one batched computation)."""
+    cfg = task.cfg
+    label = trainer.log_name
     summary = mean_ci95([100 * s for s in scores])
     record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
               "test_tasks": len(scores), "best_val_accuracy": 100 * (trainer.best_score or 0.0),
               "best_episode": trainer.best_episode, "episodes": trainer.episode,
               "stopped_early": trainer.stopped_early, "train_seconds": trainer.train_seconds,
               "test_seconds": test_seconds,
-              "episodes_per_s": trainer.episode / trainer.train_seconds if trainer.train_seconds else None}
+              "episodes_per_s": trainer.episode / trainer.train_seconds if trainer.train_seconds else None,
+              **({"batched_runs": batch} if batch else {})}
     trainer.log_test(summary["mean"] / 100, {"test_accuracy_ci95": summary["ci95"] / 100})
     if dist.is_main():
         save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
-        write_json(result_path, record)
+        write_json(run_dir / "result.json", record)
     stop = (f"stopped early at episode {trainer.episode}" if trainer.stopped_early
             else f"{trainer.episode} episodes (the cap)")
     status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "

@@ -138,7 +138,7 @@ def _numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
     masks = None if masks is None else masks.numpy()
     onehot = np.eye(wh.shape[0], dtype=z.dtype)[targets.numpy()]
     inv_n = 1.0 / len(onehot)
-    prop_t = np.ascontiguousarray(prop.T)
+    prop_t = np.ascontiguousarray(np.swapaxes(prop, -1, -2))
     coef = np.zeros_like(z)
     with np.errstate(all="ignore"):  # diverging weights become inf/NaN silently, as in torch; the Trainer reports it
         _numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef)
@@ -146,31 +146,39 @@ def _numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
 
 
 def _numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef):
-    """The steps of :func:`_numpy_steps`, updating its arrays in place."""
+    """The steps of :func:`_numpy_steps`, updating its arrays in place.
+
+    Every array may carry leading batch dimensions (one task per index; ``masks`` then
+    ``(steps, *batch, rows, hidden)``): :mod:`gnn_cml.meta.batched_runs` runs many runs'
+    tasks through this same loop at once.
+    """
     import numpy as np
 
-    for t in range(steps):
+    def t(a):
+        return np.swapaxes(a, -1, -2)
+
+    for step in range(steps):
         h = np.maximum(z, 0)
         if masks is not None:
-            h *= masks[t]
-        e = prop @ (h @ w2.T)
-        e += b2
-        logits = e @ wh.T
-        logits += bh
-        logits -= logits.max(1, keepdims=True)
+            h *= masks[step]
+        e = prop @ (h @ t(w2))
+        e += b2[..., None, :]
+        logits = e @ t(wh)
+        logits += bh[..., None, :]
+        logits -= logits.max(-1, keepdims=True)
         np.exp(logits, out=logits)
-        logits /= logits.sum(1, keepdims=True)
+        logits /= logits.sum(-1, keepdims=True)
         logits -= onehot
         logits *= inv_n  # now d loss / d logits
         d_e = logits @ wh
         d_u = prop_t @ d_e
         d_z = d_u @ w2
         if masks is not None:
-            d_z *= masks[t]
+            d_z *= masks[step]
         d_z *= z > 0
-        wh -= lr * (logits.T @ e)
-        bh -= lr * logits.sum(0)
-        w2 -= lr * (d_u.T @ h)
-        b2 -= lr * d_e.sum(0)
+        wh -= lr * (t(logits) @ e)
+        bh -= lr * logits.sum(-2)
+        w2 -= lr * (t(d_u) @ h)
+        b2 -= lr * d_e.sum(-2)
         z -= lr * (gram @ d_z)
         coef += d_z

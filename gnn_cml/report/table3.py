@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from gnn_cml.config import resolve
+from gnn_cml.config import EXECUTION_KEYS, resolve
 from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
@@ -162,7 +162,7 @@ def parse_split_seeds(spec: Union[str, int], classes: int, counts: Sequence[int]
 def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, progress: bool) -> Dict:
     """Train (or, with ``resume``, reuse) one arm on the shared test tasks; returns its results.
 
-    A finished arm is reused only when its saved config equals ``cfg`` (data root aside); with more
+    A finished arm is reused only when its saved config equals ``cfg`` (execution settings such as the data root aside); with more
     ``runs`` it is extended, and any other change is refused by ``run_experiment``.
     """
     from gnn_cml.experiments.graph import run_experiment
@@ -172,7 +172,7 @@ def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, 
         saved = load_results(done)
         mine = cfg.to_dict()
         defaults = type(cfg)().to_dict()  # keys added after the arm was written hold their defaults
-        if all(saved.get("config", {}).get(k, defaults.get(k)) == v for k, v in mine.items() if k != "data_root"):
+        if all(saved.get("config", {}).get(k, defaults.get(k)) == v for k, v in mine.items() if k not in EXECUTION_KEYS):
             return saved
     return run_experiment(cfg, run_dir, resume=resume, overwrite=overwrite, task_file=task_file, progress=progress)
 

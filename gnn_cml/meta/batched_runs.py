@@ -1,0 +1,386 @@
+"""Many independent runs of one graph learner as one computation (``gnn-cml train --runs R``).
+
+R runs of the paper protocol differ in their weights, episodes and random draws, not in the
+computation, and one run's task is too small to keep a CPU core busy: most of its time is
+per-operation overhead. Here the R runs' tasks of one meta-training episode (or every run's
+validation and test tasks) go through one computation:
+
+- each task is prepared per run exactly as :meth:`MAML.forward` would (episode rows, AMM-GNN's
+  random node sets and dropout masks drawn from the run's seeded generator in the same order);
+- the first-order inner loops of all tasks run as one batched closed-form loop
+  (:func:`gnn_cml.meta.closed_form._numpy_loop` on arrays with a leading task dimension,
+  zero-padded to the largest task: a padded row meets only zero columns of ``P``, so it changes
+  no output and no gradient);
+- the query pass, the co-learner (``torch.func.vmap`` over the runs' stacked co-learner
+  parameters) and AMM-GNN's modulation run on the runs' parameters stacked with
+  ``torch.stack``, so one ``backward()`` leaves every run's meta-gradient in its own
+  parameters' ``.grad`` and each run keeps its own optimiser, early stopping and best state.
+
+Supported: MAML on a GCN, G-Meta (subgraph GCN) and AMM-GNN (reference modulation), each
+optionally with CML, in the first-order protocol; :func:`unsupported` names why anything else
+falls back to training runs one after another. ``tests/test_batched_runs.py`` checks that
+batched runs equal the same runs trained alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from gnn_cml.meta import closed_form
+from gnn_cml.meta.ammgnn import AMMGNN
+from gnn_cml.meta.cml import CML
+from gnn_cml.meta.maml import MAML
+from gnn_cml.models.graph import RowBlock
+from gnn_cml.sampling.episodes import Episode
+
+# Tasks per batched evaluation chunk: bounds the padded arrays (chunk x rows x rows Gram blocks).
+EVAL_CHUNK = 128
+
+
+def _parts(learner) -> Tuple[MAML, Optional[CML]]:
+    return (learner.learner, learner) if isinstance(learner, CML) else (learner, None)
+
+
+def unsupported(learner) -> Optional[str]:
+    """Why ``learner``'s runs cannot be batched (``None`` when they can)."""
+    from gnn_cml.models.encoders import ACTIVATIONS, GCN, SubgraphGCN
+
+    base, _ = _parts(learner)
+    if type(base) not in (MAML, AMMGNN):
+        return f"{type(base).__name__} is not a MAML-style learner (maml, gmeta, ammgnn)"
+    if isinstance(base, AMMGNN) and base.modulation != "reference":
+        return f"AMM-GNN modulation '{base.modulation}' (only 'reference')"
+    if not base.first_order:
+        return "second-order inner loops (only the first-order paper protocol)"
+    if not base.fast_inner or base.task_loss is not F.cross_entropy:
+        return "the closed-form inner loop is off or the loss is not cross-entropy"
+    enc = base.encoder
+    if not (isinstance(enc, (GCN, SubgraphGCN)) and enc.num_layers == 2 and enc.act is ACTIVATIONS["relu"]
+            and enc.out_act is ACTIVATIONS["none"]):
+        return "only 2-layer GCN / subgraph-GCN encoders with ReLU and no output activation"
+    if set(base.adapt_prefixes) != {"net.encoder.", "net.head."}:
+        return "only learners that adapt the whole encoder and head"
+    names = {k for k, _ in base.named_parameters() if k.startswith("net.")}
+    if names != set(closed_form.KEYS):
+        return "only a linear head on the encoder"
+    return None
+
+
+@dataclass
+class PreparedTask:
+    """One task of one run, ready for the batched computation: parameter-free rows and the
+    random draws :meth:`MAML.forward` makes, in its order."""
+
+    x_support: object  # RowBlock or RawRows
+    prop_support: torch.Tensor
+    x_query: object
+    prop_query: torch.Tensor
+    support_y: torch.Tensor
+    query_y: torch.Tensor
+    amm_rows: Optional[torch.Tensor] = None  # AMM-GNN: features of the two node sets (2, F, set_size)
+    inner_masks: Optional[torch.Tensor] = None  # (steps, support rows, hidden), already divided by keep
+    query_mask: Optional[torch.Tensor] = None  # (query rows, hidden)
+    gram: Optional[torch.Tensor] = None  # X X^T + 1 of the support rows, kept when parameter-free (no AMM)
+
+
+class RawRows:
+    """Feature rows as raw CSR arrays; the scipy-backed :class:`RowBlock` is built only when a
+    per-task product needs it (batched products read the arrays directly)."""
+
+    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: Tuple[int, int]):
+        self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
+        self._block: Optional[RowBlock] = None
+
+    @property
+    def block(self) -> RowBlock:
+        if self._block is None:
+            m = sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
+            self._block = RowBlock(shape=self.shape, host=m)
+        return self._block
+
+    def matmul(self, w):
+        return self.block.matmul(w)
+
+    def tmatmul(self, g):
+        return self.block.tmatmul(g)
+
+    def gram(self, col_weights=None):
+        return self.block.gram(col_weights)
+
+
+def _csr_parts(rows) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    if isinstance(rows, RawRows):
+        return rows.data, rows.indices, rows.indptr
+    if isinstance(rows, RowBlock) and rows.host is not None and rows.device is None:
+        return rows.host.data, rows.host.indices, rows.host.indptr
+    return None
+
+
+def _subgraph_side(enc, nodes: np.ndarray):
+    """:meth:`SubgraphGCN.prepare` for the collapsed 2-layer encoder, as raw arrays: the rows of the
+    nodes' subgraphs (``Â_sub X``) and ``P`` = pooling times ``Â_sub`` (per-node rows cached)."""
+    g = enc.graph
+    parts = g.subgraphs(nodes, enc.hops)
+    pooled = enc.__dict__.setdefault("_pool_rows", {})
+    sizes = np.array([len(p.nodes) for p in parts])
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    prop = np.zeros((len(nodes), int(bounds[-1])), np.float32)
+    for i, (v, part) in enumerate(zip(nodes, parts)):
+        row = pooled.get((int(v), enc.hops, enc.pool))
+        if row is None:
+            size = len(part.nodes)
+            if enc.pool == "mean":
+                row = (np.bincount(part.adj_indices, part.adj_data, size) / size).astype(np.float32)
+            else:
+                c = int(np.searchsorted(part.nodes, v))
+                lo, hi = part.adj_indptr[c], part.adj_indptr[c + 1]
+                row = np.zeros(size, np.float32)
+                row[part.adj_indices[lo:hi]] = part.adj_data[lo:hi]
+            pooled[(int(v), enc.hops, enc.pool)] = row
+        prop[i, bounds[i]:bounds[i + 1]] = row
+    offsets = np.cumsum([0] + [len(p.x_data) for p in parts])
+    indptr = np.concatenate([[0]] + [p.x_indptr[1:] + o for p, o in zip(parts, offsets[:-1])])
+    x = RawRows(np.concatenate([p.x_data for p in parts]).astype(np.float32, copy=False),
+                np.concatenate([p.x_indices for p in parts]), indptr, (int(bounds[-1]), g.num_features))
+    return x, torch.from_numpy(prop)
+
+
+def graph_inputs(learner, episode: Episode):
+    """The episode's parameter-free inputs (support and query): shareable between runs."""
+    from gnn_cml.models.encoders import SubgraphGCN
+
+    base, _ = _parts(learner)
+    enc = base.encoder
+    if isinstance(enc, SubgraphGCN) and enc.graph.subgraphs(episode.support[:1].numpy(), enc.hops)[0].x_dense is None:
+        return (*_subgraph_side(enc, episode.support.numpy()), *_subgraph_side(enc, episode.query.numpy()))
+    support_in, query_in = base.inputs(episode)
+    return (support_in["x"], closed_form._propagation(enc, support_in, torch.float32),
+            query_in["x"], closed_form._propagation(enc, query_in, torch.float32))
+
+
+def prepare_task(learner, episode: Episode, train: bool, inputs=None) -> PreparedTask:
+    """``episode`` for ``learner``, drawing from torch's default generator what ``learner(episode,
+    train)`` would draw, in the same order (seed the generator first, as the Trainer does)."""
+    base, _ = _parts(learner)
+    x_s, prop_s, x_q, prop_q = inputs if inputs is not None else graph_inputs(learner, episode)
+    dtype = base.net.head.net[1].weight.dtype
+    task = PreparedTask(x_s, prop_s, x_q, prop_q, episode.support_y, episode.query_y)
+    if isinstance(base, AMMGNN):
+        task.amm_rows = base._task_features(episode).transpose(1, 2).to(dtype)
+    enc = base.encoder
+    dropout = enc.dropout if train and base.training and enc.training else 0.0
+    if dropout > 0 and base.inner_steps > 0:
+        keep = 1.0 - dropout
+        task.inner_masks = torch.empty((base.inner_steps, x_s.shape[0], enc.hidden), dtype=dtype) \
+            .bernoulli_(keep).div_(keep)
+    if train and not base.query_eval and dropout > 0:
+        keep = 1.0 - dropout
+        task.query_mask = torch.empty((x_q.shape[0], enc.hidden), dtype=dtype).bernoulli_(keep).div_(keep)
+    return task
+
+
+def stacked_parameters(learners: Sequence, grad: bool = False) -> Dict[str, torch.Tensor]:
+    """Every parameter stacked over runs (``grad``: differentiable back to each run's tensors)."""
+    named = [dict(m.named_parameters()) for m in learners]
+    if grad:
+        return {k: torch.stack([p[k] for p in named]) for k in named[0]}
+    with torch.no_grad():
+        return {k: torch.stack([p[k].detach() for p in named]) for k in named[0]}
+
+
+def _pad(arrays: Sequence[torch.Tensor], rows: int, cols: Optional[int] = None, dim: int = 0) -> torch.Tensor:
+    """Stack 2-D tensors, zero-padding dimension ``dim`` to ``rows`` (and dim 1 to ``cols``)."""
+    out = []
+    for a in arrays:
+        pad = [0, 0, 0, 0]
+        if dim == 0:
+            pad[3] = rows - a.shape[0]
+        if cols is not None:
+            pad[1] = cols - a.shape[1]
+        out.append(F.pad(a, pad) if any(pad) else a)
+    return torch.stack(out)
+
+
+class _Rows:
+    """The wide input rows of R tasks as one block: task ``i``'s rows, with its columns shifted
+    by ``i * F``, so that one sparse product multiplies every task by its own run's weight
+    (``X_block @ W_stack``, ``W_stack`` the runs' ``W^T`` stacked to ``(R F, H)``), and one
+    product gives every task's Gram matrix (block diagonal)."""
+
+    def __init__(self, blocks: Sequence):
+        self.blocks = blocks
+        self.sizes = [b.shape[0] for b in blocks]
+        self.rows = max(self.sizes)
+        self.width = blocks[0].shape[1]
+        count = len(blocks)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        # where each task's rows go in the padded (R, rows, H) layout
+        self.index = torch.from_numpy(np.concatenate([np.arange(n) + i * self.rows for i, n in enumerate(self.sizes)]))
+        self.block = None
+        parts = [_csr_parts(b) for b in blocks]
+        if all(p is not None for p in parts):
+            offsets = np.cumsum([0] + [len(d) for d, _, _ in parts])
+            indptr = np.concatenate([[0]] + [ptr[1:] + o for (_, _, ptr), o in zip(parts, offsets[:-1])])
+            indices = np.concatenate([idx + i * self.width for i, (_, idx, _) in enumerate(parts)])
+            data = np.concatenate([d for d, _, _ in parts])
+            m = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, count * self.width))
+            self.block = RowBlock(shape=m.shape, host=m)
+
+    def _scatter(self, flat: torch.Tensor) -> torch.Tensor:
+        count, hidden = len(self.blocks), flat.shape[-1]
+        out = flat.new_zeros(count * self.rows, hidden).index_copy(0, self.index, flat)
+        return out.reshape(count, self.rows, hidden)
+
+    def matmul_t(self, w: torch.Tensor) -> torch.Tensor:
+        """Task ``i``'s ``X_i w_i^T`` for ``w`` (R, H, F), zero-padded to (R, rows, H); differentiable."""
+        if self.block is None:
+            return _pad([b.matmul(w[i].t()) for i, b in enumerate(self.blocks)], self.rows)
+        return self._scatter(self.block.matmul(w.transpose(1, 2).reshape(-1, w.shape[1])))
+
+    def tmatmul(self, g: torch.Tensor) -> torch.Tensor:
+        """Task ``i``'s ``X_i^T g_i`` for padded ``g`` (R, rows, H): (R, F, H) (no graph)."""
+        if self.block is None:
+            return torch.stack([b.tmatmul(g[i, :n]) for i, (b, n) in enumerate(zip(self.blocks, self.sizes))])
+        flat = g.reshape(-1, g.shape[-1])[self.index]
+        return self.block.tmatmul(flat).reshape(len(self.blocks), self.width, -1)
+
+    def gram(self, col_weights: Optional[torch.Tensor], dtype) -> torch.Tensor:
+        """Every task's ``X_i diag(w_i) X_i^T + 1 1^T`` (``w``: (R, F) or None), zero-padded to
+        (R, rows, rows), rounded through float32 as :meth:`RowBlock.gram` is."""
+        count, n = len(self.blocks), self.rows
+        if self.block is None:
+            grams = [b.gram(None if col_weights is None else col_weights[i]).to(dtype) + 1.0
+                     for i, b in enumerate(self.blocks)]
+            return _pad(grams, n, n)
+        m = self.block.host
+        if col_weights is not None:
+            m = m.multiply(col_weights.detach().cpu().numpy().reshape(1, -1)).tocsr()
+        product = m.dot(self.block.host.T).tocoo()
+        task = np.searchsorted(self.starts, product.row, side="right") - 1
+        flat = task * n * n + (product.row - self.starts[task]) * n + (product.col - self.starts[task])
+        out = np.zeros(count * n * n, np.float32)
+        out[flat] = product.data
+        out = torch.from_numpy(out.reshape(count, n, n)).to(dtype)
+        valid = (torch.arange(n)[None, :] < torch.tensor(self.sizes)[:, None]).to(dtype)  # (R, rows)
+        return out + valid[:, :, None] * valid[:, None, :]
+
+
+class _FirstOrder(torch.autograd.Function):
+    """The adapted value ``new`` forward, the identity to the meta-parameter backward (first-order
+    MAML's ``w + (w' - w).detach()`` without two passes over the wide first layer)."""
+
+    @staticmethod
+    def forward(ctx, meta: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return new.view_as(new)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def _amm_condition(params: Dict[str, torch.Tensor], rows: torch.Tensor, scale: float):
+    """AMM-GNN's reference modulation for stacked runs: per-feature factors (R, F) and the
+    regulariser (R,), as :meth:`AMMGNN.condition` computes them per run."""
+    def linear(name):
+        w, b = params[f"{name}.weight"], params[f"{name}.bias"]  # (R, 1, S), (R, 1)
+        return (rows @ w[:, None].transpose(-1, -2)).squeeze(-1) + b[:, None]  # (R, 2, F)
+
+    alpha, beta = linear("alpha_net"), linear("beta_net")
+    similarity = (F.cosine_similarity(alpha[:, 0], alpha[:, 1], dim=-1, eps=1e-6)
+                  + F.cosine_similarity(beta[:, 0], beta[:, 1], dim=-1, eps=1e-6))
+    return 1 + scale * alpha.mean(1), -scale * similarity
+
+
+def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, torch.Tensor],
+                    train: bool) -> Dict[str, torch.Tensor]:
+    """Task ``i`` of ``tasks`` solved with the parameters ``{k: params[k][i]}`` of a learner built
+    like ``learner`` (its structure and settings only are read).
+
+    Returns per-task ``loss`` (R,) — the outer objective ``learner(episode, train)`` returns,
+    differentiable to ``params`` when ``train`` — and query ``logits`` (R, m, C) (the
+    co-learner's with CML-dagger at meta-test) with their ``targets``.
+    """
+    base, cml = _parts(learner)
+    prefix = "learner." if cml is not None else ""
+    w1, b1, w2, b2, wh, bh = (params[prefix + k] for k in closed_form.KEYS)
+    dtype, lr = w1.dtype, base.inner_lr
+    steps = base.inner_steps if train else base.test_inner_steps
+    count, ways = len(tasks), wh.shape[1]
+    scale = regulariser = None
+    if isinstance(base, AMMGNN):
+        own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        scale, regulariser = _amm_condition(own, torch.stack([t.amm_rows for t in tasks]), base.scale)
+    old = {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "wh": wh, "bh": bh}
+    adapted = old
+    if steps:  # the inner loops: closed form, every task at once, no graph
+        with torch.no_grad():
+            support = _Rows([t.x_support for t in tasks])
+            n = support.rows
+            s = None if scale is None else scale.detach()
+            w1_in = w1.detach() if s is None else w1.detach() * s[:, None, :]
+            z = support.matmul_t(w1_in) + b1.detach()[:, None, :]
+            if s is None and all(t.gram is not None for t in tasks):  # cached (fixed tasks, no modulation)
+                gram = _pad([t.gram.to(dtype) for t in tasks], n, n)
+            else:
+                gram = support.gram(None if s is None else (s * s).reshape(-1), dtype)
+                if s is None and not train:  # kept for the next evaluation of the same fixed tasks
+                    for i, t in enumerate(tasks):
+                        t.gram = gram[i, :support.sizes[i], :support.sizes[i]].clone()
+            prop = _pad([t.prop_support.to(dtype) for t in tasks], tasks[0].prop_support.shape[0], n, dim=1)
+            masks = None
+            if tasks[0].inner_masks is not None:
+                masks = torch.stack([F.pad(t.inner_masks, [0, 0, 0, n - t.inner_masks.shape[1]]) for t in tasks], 1)
+            support_y = torch.stack([t.support_y for t in tasks])
+            z_np, prop_np = z.numpy(), prop.numpy()
+            w2n, b2n, whn, bhn = (p.detach().numpy().copy() for p in (w2, b2, wh, bh))
+            coef = np.zeros_like(z_np)
+            with np.errstate(all="ignore"):  # divergence shows up as a non-finite loss, reported by the Trainer
+                closed_form._numpy_loop(z_np, gram.numpy(), prop_np,
+                                        np.ascontiguousarray(np.swapaxes(prop_np, -1, -2)),
+                                        np.eye(ways, dtype=z_np.dtype)[support_y.numpy()], 1.0 / support_y.shape[1],
+                                        w2n, b2n, whn, bhn, None if masks is None else masks.numpy(), steps, lr, coef)
+            coef_t = torch.from_numpy(coef)
+            grad_w1 = support.tmatmul(coef_t).transpose(1, 2).to(dtype)
+            if s is not None:
+                grad_w1 = grad_w1 * s[:, None, :]
+            new = {"w1": w1.detach() - lr * grad_w1, "b1": b1.detach() - lr * coef_t.sum(-2),
+                   "w2": torch.from_numpy(w2n), "b2": torch.from_numpy(b2n), "wh": torch.from_numpy(whn),
+                   "bh": torch.from_numpy(bhn)}
+        # first order: the outer gradient reaches the meta-parameters through the identity
+        adapted = {k: _FirstOrder.apply(v, new[k]) if v.requires_grad else new[k] for k, v in old.items()}
+    with torch.set_grad_enabled(train):  # the query pass, differentiable
+        w1q = adapted["w1"] if scale is None else adapted["w1"] * scale[:, None, :]
+        query = _Rows([t.x_query for t in tasks])
+        h = torch.relu(query.matmul_t(w1q) + adapted["b1"][:, None, :])
+        if train and tasks[0].query_mask is not None:
+            h = h * _pad([t.query_mask for t in tasks], query.rows)
+        prop_q = _pad([t.prop_query.to(dtype) for t in tasks], tasks[0].prop_query.shape[0], query.rows, dim=1)
+        features = prop_q @ (h @ adapted["w2"].transpose(-1, -2)) + adapted["b2"][:, None, :]
+        logits = features @ adapted["wh"].transpose(-1, -2) + adapted["bh"][:, None, :]
+        query_y = torch.stack([t.query_y for t in tasks])
+
+        def per_task(lg):
+            return F.cross_entropy(lg.reshape(-1, ways), query_y.reshape(-1), reduction="none").reshape(count, -1).mean(1)
+
+        loss = per_task(logits)
+        if regulariser is not None:
+            loss = loss + regulariser
+        if cml is not None and (train or cml.dagger):
+            co_params = {k[len("co_learner."):]: v for k, v in params.items() if k.startswith("co_learner.")}
+            co = cml.co_learner
+            co_logits = vmap(lambda p, f: functional_call(co, p, (f,)))(co_params, features)
+            if train:
+                loss = loss + cml.gamma * per_task(co_logits)
+            else:
+                logits = co_logits
+    return {"loss": loss, "logits": logits, "targets": query_y}
+
+
+__all__ = ["EVAL_CHUNK", "PreparedTask", "batched_forward", "graph_inputs", "prepare_task", "stacked_parameters",
+           "unsupported"]
