@@ -152,9 +152,37 @@ def bench(graph_name, method, shots, args, cache):
             ref_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
     ours_wall, ours_cpu = (statistics.median(t[k] for t in ours_ms) for k in (0, 1))
     ref_wall, ref_cpu = (statistics.median(t[k] for t in ref_ms) for k in (0, 1))
-    return [graph_name, method, f"2-way {shots}-shot", f"{ours_wall:.2f} / {ours_cpu:.2f}",
-            f"{ref_wall:.1f} / {ref_cpu:.1f}", f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x",
-            f"{len(ours_ms)} / {len(ref_ms)}", f"{worst:.1e}"]
+    row = [graph_name, method, f"2-way {shots}-shot", f"{ours_wall:.2f} / {ours_cpu:.2f}",
+           f"{ref_wall:.1f} / {ref_cpu:.1f}", f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x"]
+    if args.batch_runs:
+        batched_wall, batched_cpu = batched_step(graph_name, method, shots, data, graph, split, args)
+        row += [f"{batched_wall:.2f} / {batched_cpu:.2f}", f"{ref_wall / batched_wall:.1f}x / {ref_cpu / batched_cpu:.1f}x"]
+    return row + [f"{len(ours_ms)} / {len(ref_ms)}", f"{worst:.1e}"]
+
+
+def batched_step(graph_name, method, shots, data, graph, split, args):
+    """Median ms per run-episode of ``args.batch_runs`` runs stepped as one batched computation
+    (:class:`gnn_cml.engine.batched.RunBatch`: each run its own weights and episodes), wall / CPU."""
+    from gnn_cml.engine.batched import RunBatch
+    from gnn_cml.engine.trainer import Trainer, TrainerConfig
+    from gnn_cml.meta.factory import build_learner
+    from gnn_cml.sampling import EpisodeSampler
+
+    trainers = []
+    for r in range(args.batch_runs):
+        cfg, _ = build(graph_name, method, shots, data, graph)
+        learner = build_learner(cfg, graph, seed=r)
+        sampler = EpisodeSampler(data.y, split.train, 2, shots, 5, seed=args.seed + 1000 + r)
+        trainers.append(Trainer(learner, sampler, [], TrainerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, seed=r,
+                                                                    progress=False), tensorboard=False))
+    batch = RunBatch(trainers)
+    batch.step()  # warm-up
+    times = []
+    for _ in range(args.batched_episodes):
+        wall, cpu = time.perf_counter(), time.process_time()
+        batch.step()
+        times.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
+    return (statistics.median(t[k] for t in times) / args.batch_runs for k in (0, 1))
 
 
 def main(argv=None) -> int:
@@ -170,6 +198,9 @@ def main(argv=None) -> int:
                         help="threads for both sides (default $OMP_NUM_THREADS or 1)")
     parser.add_argument("--root", help="data root (default $GNN_CML_DATA)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-runs", type=int, default=20,
+                        help="also time this many runs stepped as one batched computation (0: skip; default 20)")
+    parser.add_argument("--batched-episodes", type=int, default=10, help="timed batched episodes per cell")
     parser.add_argument("--quick", action="store_true", help="15 episodes, 4 + 2 reference episodes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -186,8 +217,10 @@ def main(argv=None) -> int:
             for shots in (int(s) for s in args.shots.split(",")):
                 rows.append(bench(graph_name.strip(), method.strip(), shots, args, cache))
                 print(f"# {' '.join(rows[-1][:3])}: done", file=sys.stderr, flush=True)
-    print(table(["graph", "method", "setting", "ours ms/ep", "reference ms/ep", "speed-up", "episodes ours / ref",
-                 "max |diff| (check)"], rows))
+    batched = [f"ours, {args.batch_runs} runs batched, ms per run-episode", "speed-up batched"] \
+        if args.batch_runs else []
+    print(table(["graph", "method", "setting", "ours ms/ep", "reference ms/ep", "speed-up", *batched,
+                 "episodes ours / ref", "max |diff| (check)"], rows))
     return 0
 
 

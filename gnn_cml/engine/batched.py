@@ -52,9 +52,10 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
                     continue
                 episode = task_lists[r][i]
                 if id(episode) not in inputs:
-                    inputs[id(episode)] = br.graph_inputs(models[r], episode)
+                    inputs[id(episode)] = (br.graph_inputs(models[r], episode), {})
                 torch.default_generator.manual_seed(task_seed(seeds[r], -1, i))
-                task = br.prepare_task(models[r], episode, train=False, inputs=inputs[id(episode)])
+                rows, shared = inputs[id(episode)]
+                task = br.prepare_task(models[r], episode, train=False, inputs=rows, shared=shared)
                 prepared.append(task)
                 if key is not None:
                     cache[key] = task
@@ -69,8 +70,8 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
             chunk = order[start:start + br.EVAL_CHUNK]
             index = torch.tensor(chunk)
             with torch.no_grad():
-                out = br.batched_forward(models[0], [prepared[j] for j in chunk],
-                                         {k: v[runs[index]] for k, v in params.items()}, train=False)
+                out = br.batched_forward(models[0], [prepared[j] for j in chunk], params, train=False,
+                                         owners=runs[index].tolist())
             scores[chunk] = (out["logits"].argmax(-1) == out["targets"]).float().mean(1).numpy()
             if progress is not None:
                 progress(min(start + br.EVAL_CHUNK, len(order)), len(order))

@@ -86,7 +86,9 @@ class PreparedTask:
     amm_rows: Optional[torch.Tensor] = None  # AMM-GNN: features of the two node sets (2, F, set_size)
     inner_masks: Optional[torch.Tensor] = None  # (steps, support rows, hidden), already divided by keep
     query_mask: Optional[torch.Tensor] = None  # (query rows, hidden)
-    gram: Optional[torch.Tensor] = None  # X X^T + 1 of the support rows, kept when parameter-free (no AMM)
+    # Parameter-free products of the rows (X_s X_s^T + 1, X_q X_s^T), kept for tasks evaluated again
+    # and shared by every run's copy of the same episode (see :func:`batched_forward`).
+    shared: Optional[Dict[str, torch.Tensor]] = None
 
 
 class RawRows:
@@ -164,13 +166,17 @@ def graph_inputs(learner, episode: Episode):
             query_in["x"], closed_form._propagation(enc, query_in, torch.float32))
 
 
-def prepare_task(learner, episode: Episode, train: bool, inputs=None) -> PreparedTask:
+def prepare_task(learner, episode: Episode, train: bool, inputs=None,
+                 shared: Optional[Dict[str, torch.Tensor]] = None) -> PreparedTask:
     """``episode`` for ``learner``, drawing from torch's default generator what ``learner(episode,
-    train)`` would draw, in the same order (seed the generator first, as the Trainer does)."""
+    train)`` would draw, in the same order (seed the generator first, as the Trainer does).
+    ``inputs``/``shared``: the episode's :func:`graph_inputs` and a product cache, when several
+    runs evaluate the same episode."""
     base, _ = _parts(learner)
     x_s, prop_s, x_q, prop_q = inputs if inputs is not None else graph_inputs(learner, episode)
     dtype = base.net.head.net[1].weight.dtype
-    task = PreparedTask(x_s, prop_s, x_q, prop_q, episode.support_y, episode.query_y)
+    task = PreparedTask(x_s, prop_s, x_q, prop_q, episode.support_y, episode.query_y,
+                        shared=shared if shared is not None else ({} if not train else None))
     if isinstance(base, AMMGNN):
         task.amm_rows = base._task_features(episode).transpose(1, 2).to(dtype)
     enc = base.encoder
@@ -208,29 +214,47 @@ def _pad(arrays: Sequence[torch.Tensor], rows: int, cols: Optional[int] = None, 
 
 
 class _Rows:
-    """The wide input rows of R tasks as one block: task ``i``'s rows, with its columns shifted
-    by ``i * F``, so that one sparse product multiplies every task by its own run's weight
-    (``X_block @ W_stack``, ``W_stack`` the runs' ``W^T`` stacked to ``(R F, H)``), and one
-    product gives every task's Gram matrix (block diagonal)."""
+    """The wide input rows of P tasks as sparse blocks, so that one product serves every task:
 
-    def __init__(self, blocks: Sequence):
-        self.blocks = blocks
+    - :meth:`matmul_t`: task ``i``'s ``X_i W_{owner(i)}^T`` for the runs' weights ``W`` (R, H, F):
+      the rows of task ``i`` with columns shifted by ``owner(i) * F`` times the runs' ``W^T``
+      stacked to ``(R F, H)`` (several tasks of one run share its weights, no copies);
+    - :meth:`cross`: every task's ``X_i diag(w_i) Y_i^T`` (Gram and support-query products), one
+      product of blocks shifted per task (block diagonal), scattered into a padded (P, n, m) array.
+
+    Tasks' rows may be scaled per column first (``col_scale``: (P, F), AMM-GNN's modulation).
+    """
+
+    def __init__(self, blocks: Sequence, owners: Sequence[int], runs: int,
+                 col_scale: Optional[np.ndarray] = None):
+        self.blocks, self.owners, self.runs = blocks, list(owners), runs
         self.sizes = [b.shape[0] for b in blocks]
         self.rows = max(self.sizes)
         self.width = blocks[0].shape[1]
-        count = len(blocks)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)])
-        # where each task's rows go in the padded (R, rows, H) layout
+        # where each task's rows go in the padded (P, rows, H) layout
         self.index = torch.from_numpy(np.concatenate([np.arange(n) + i * self.rows for i, n in enumerate(self.sizes)]))
-        self.block = None
-        parts = [_csr_parts(b) for b in blocks]
-        if all(p is not None for p in parts):
-            offsets = np.cumsum([0] + [len(d) for d, _, _ in parts])
-            indptr = np.concatenate([[0]] + [ptr[1:] + o for (_, _, ptr), o in zip(parts, offsets[:-1])])
-            indices = np.concatenate([idx + i * self.width for i, (_, idx, _) in enumerate(parts)])
-            data = np.concatenate([d for d, _, _ in parts])
-            m = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, count * self.width))
-            self.block = RowBlock(shape=m.shape, host=m)
+        self.parts = [_csr_parts(b) for b in blocks]
+        self.sparse = all(p is not None for p in self.parts)
+        if self.sparse:
+            offsets = np.cumsum([0] + [len(d) for d, _, _ in self.parts])
+            self.indptr = np.concatenate([[0]] + [ptr[1:] + o for (_, _, ptr), o in zip(self.parts, offsets[:-1])])
+            self.indices = [idx for _, idx, _ in self.parts]
+            data = [d for d, _, _ in self.parts]
+            if col_scale is not None:
+                data = [d * col_scale[i][idx] for i, (d, idx) in enumerate(zip(data, self.indices))]
+            self.data = np.concatenate(data)
+        self.col_scale = col_scale
+        self._blocks: Dict[str, sp.csr_matrix] = {}
+
+    def _block(self, by: str) -> sp.csr_matrix:
+        """The rows with task ``i``'s columns shifted by ``owner(i) * F`` (``by='owner'``) or ``i * F``."""
+        if by not in self._blocks:
+            shift = self.owners if by == "owner" else range(len(self.blocks))
+            width = (self.runs if by == "owner" else len(self.blocks)) * self.width
+            indices = np.concatenate([idx + k * self.width for idx, k in zip(self.indices, shift)])
+            self._blocks[by] = sp.csr_matrix((self.data, indices, self.indptr), shape=(len(self.indptr) - 1, width))
+        return self._blocks[by]
 
     def _scatter(self, flat: torch.Tensor) -> torch.Tensor:
         count, hidden = len(self.blocks), flat.shape[-1]
@@ -238,37 +262,49 @@ class _Rows:
         return out.reshape(count, self.rows, hidden)
 
     def matmul_t(self, w: torch.Tensor) -> torch.Tensor:
-        """Task ``i``'s ``X_i w_i^T`` for ``w`` (R, H, F), zero-padded to (R, rows, H); differentiable."""
-        if self.block is None:
-            return _pad([b.matmul(w[i].t()) for i, b in enumerate(self.blocks)], self.rows)
-        return self._scatter(self.block.matmul(w.transpose(1, 2).reshape(-1, w.shape[1])))
+        """Task ``i``'s ``X_i w_{owner(i)}^T`` for ``w`` (R, H, F), zero-padded to (P, rows, H);
+        differentiable in ``w``."""
+        if not self.sparse:
+            scale = (lambda i: 1.0) if self.col_scale is None else \
+                (lambda i: torch.from_numpy(self.col_scale[i]).to(w.dtype)[:, None])  # noqa: E731
+            return _pad([b.matmul(w[o].t() * scale(i)) for i, (b, o) in enumerate(zip(self.blocks, self.owners))],
+                        self.rows)
+        block = self._block("owner")
+        rows = RowBlock(shape=block.shape, host=block)
+        return self._scatter(rows.matmul(w.transpose(1, 2).reshape(-1, w.shape[1])))
 
     def tmatmul(self, g: torch.Tensor) -> torch.Tensor:
-        """Task ``i``'s ``X_i^T g_i`` for padded ``g`` (R, rows, H): (R, F, H) (no graph)."""
-        if self.block is None:
-            return torch.stack([b.tmatmul(g[i, :n]) for i, (b, n) in enumerate(zip(self.blocks, self.sizes))])
+        """Task ``i``'s ``X_i^T g_i`` for padded ``g`` (P, rows, H): (P, F, H) (no graph)."""
+        if not self.sparse:
+            out = [b.tmatmul(g[i, :n]) for i, (b, n) in enumerate(zip(self.blocks, self.sizes))]
+            if self.col_scale is not None:
+                out = [o * torch.from_numpy(self.col_scale[i]).to(o.dtype)[:, None] for i, o in enumerate(out)]
+            return torch.stack(out)
+        block = self._block("task")
         flat = g.reshape(-1, g.shape[-1])[self.index]
-        return self.block.tmatmul(flat).reshape(len(self.blocks), self.width, -1)
+        return RowBlock(shape=block.shape, host=block).tmatmul(flat).reshape(len(self.blocks), self.width, -1)
 
-    def gram(self, col_weights: Optional[torch.Tensor], dtype) -> torch.Tensor:
-        """Every task's ``X_i diag(w_i) X_i^T + 1 1^T`` (``w``: (R, F) or None), zero-padded to
-        (R, rows, rows), rounded through float32 as :meth:`RowBlock.gram` is."""
-        count, n = len(self.blocks), self.rows
-        if self.block is None:
-            grams = [b.gram(None if col_weights is None else col_weights[i]).to(dtype) + 1.0
-                     for i, b in enumerate(self.blocks)]
-            return _pad(grams, n, n)
-        m = self.block.host
-        if col_weights is not None:
-            m = m.multiply(col_weights.detach().cpu().numpy().reshape(1, -1)).tocsr()
-        product = m.dot(self.block.host.T).tocoo()
-        task = np.searchsorted(self.starts, product.row, side="right") - 1
-        flat = task * n * n + (product.row - self.starts[task]) * n + (product.col - self.starts[task])
-        out = np.zeros(count * n * n, np.float32)
+    def cross(self, other: "_Rows", dtype) -> torch.Tensor:
+        """Every task's ``X_i Y_i^T`` (both scaled as built), zero-padded to (P, rows, other.rows),
+        rounded through float32 as :meth:`RowBlock.gram` is."""
+        count, n, m = len(self.blocks), self.rows, other.rows
+        if not (self.sparse and other.sparse):
+            def dense(rows, i):
+                x = rows.blocks[i].to_dense() if hasattr(rows.blocks[i], "to_dense") else \
+                    rows.blocks[i].block.to_dense()
+                x = x.to(torch.float64)
+                return x if rows.col_scale is None else x * torch.from_numpy(rows.col_scale[i])
+            return _pad([(dense(self, i) @ dense(other, i).t()).float().to(dtype) for i in range(count)], n, m)
+        product = self._block("task").dot(other._block("task").T).tocoo()
+        task = np.repeat(np.arange(count), self.sizes)[product.row]
+        flat = task * n * m + (product.row - self.starts[task]) * m + (product.col - other.starts[task])
+        out = np.zeros(count * n * m, np.float32)
         out[flat] = product.data
-        out = torch.from_numpy(out.reshape(count, n, n)).to(dtype)
-        valid = (torch.arange(n)[None, :] < torch.tensor(self.sizes)[:, None]).to(dtype)  # (R, rows)
-        return out + valid[:, :, None] * valid[:, None, :]
+        return torch.from_numpy(out.reshape(count, n, m)).to(dtype)
+
+    def valid(self, dtype) -> torch.Tensor:
+        """(P, rows): 1 on each task's real rows, 0 on padding."""
+        return (torch.arange(self.rows)[None, :] < torch.tensor(self.sizes)[:, None]).to(dtype)
 
 
 class _FirstOrder(torch.autograd.Function):
@@ -297,41 +333,74 @@ def _amm_condition(params: Dict[str, torch.Tensor], rows: torch.Tensor, scale: f
     return 1 + scale * alpha.mean(1), -scale * similarity
 
 
-def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, torch.Tensor],
-                    train: bool) -> Dict[str, torch.Tensor]:
-    """Task ``i`` of ``tasks`` solved with the parameters ``{k: params[k][i]}`` of a learner built
-    like ``learner`` (its structure and settings only are read).
+def _fill_shared(tasks: Sequence[PreparedTask], dtype) -> None:
+    """Compute the missing ``gram`` / ``cross`` products of the tasks' shared caches, once per episode."""
+    todo, seen = [], set()
+    for t in tasks:
+        if "gram" not in t.shared and id(t.shared) not in seen:
+            seen.add(id(t.shared))
+            todo.append(t)
+    if not todo:
+        return
+    support = _Rows([t.x_support for t in todo], [0] * len(todo), 1)
+    query = _Rows([t.x_query for t in todo], [0] * len(todo), 1)
+    valid = support.valid(dtype)
+    gram = support.cross(support, dtype) + valid[:, :, None] * valid[:, None, :]
+    cross = query.cross(support, dtype)
+    for i, t in enumerate(todo):
+        ns, nq = support.sizes[i], query.sizes[i]
+        t.shared["gram"], t.shared["cross"] = gram[i, :ns, :ns].clone(), cross[i, :nq, :ns].clone()
 
-    Returns per-task ``loss`` (R,) — the outer objective ``learner(episode, train)`` returns,
-    differentiable to ``params`` when ``train`` — and query ``logits`` (R, m, C) (the
+
+def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, torch.Tensor], train: bool,
+                    owners: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+    """Task ``i`` of ``tasks`` solved by run ``owners[i]`` (default ``i``) of a learner built like
+    ``learner`` (its structure and settings only are read), whose parameters are ``params``
+    stacked over runs.
+
+    Returns per-task ``loss`` (P,) — the outer objective ``learner(episode, train)`` returns,
+    differentiable to ``params`` when ``train`` — and query ``logits`` (P, m, C) (the
     co-learner's with CML-dagger at meta-test) with their ``targets``.
+
+    The adapted first layer is not formed, except for AMM-GNN (whose factors differ per task): its
+    product with the query rows is ``X_q W^T - lr (X_q X_s^T) C`` (``C``: the summed inner-loop
+    gradients with respect to the support pre-activations), so first-order gradients reach ``W``
+    through ``X_q W^T`` alone, and ``X_s X_s^T``, ``X_q X_s^T`` are computed once per episode and
+    shared by every run evaluating it.
     """
     base, cml = _parts(learner)
     prefix = "learner." if cml is not None else ""
-    w1, b1, w2, b2, wh, bh = (params[prefix + k] for k in closed_form.KEYS)
+    count = len(tasks)
+    runs = next(iter(params.values())).shape[0]
+    owners = list(range(count)) if owners is None else list(owners)
+    own = torch.tensor(owners)
+    same = owners == list(range(runs))
+    per_task = {k: (v if same else v[own]) for k, v in params.items() if k != prefix + closed_form.W1}
+    w1 = params[prefix + closed_form.W1]  # (runs, H, F)
+    b1, w2, b2, wh, bh = (per_task[prefix + k] for k in closed_form.KEYS[1:])
     dtype, lr = w1.dtype, base.inner_lr
     steps = base.inner_steps if train else base.test_inner_steps
-    count, ways = len(tasks), wh.shape[1]
+    ways = wh.shape[1]
     scale = regulariser = None
     if isinstance(base, AMMGNN):
-        own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-        scale, regulariser = _amm_condition(own, torch.stack([t.amm_rows for t in tasks]), base.scale)
-    old = {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "wh": wh, "bh": bh}
-    adapted = old
+        amm = {k[len(prefix):]: v for k, v in per_task.items() if k.startswith(prefix)}
+        scale, regulariser = _amm_condition(amm, torch.stack([t.amm_rows for t in tasks]), base.scale)
+    s_np = None if scale is None else scale.detach().numpy()
+    support = _Rows([t.x_support for t in tasks], owners, runs, s_np)
+    materialise = scale is not None  # per-task factors: the adapted first layer is formed (see above)
+    query = None if materialise else _Rows([t.x_query for t in tasks], owners, runs)
+    adapted = {"b1": b1, "w2": w2, "b2": b2, "wh": wh, "bh": bh}
+    coef_t = None
     if steps:  # the inner loops: closed form, every task at once, no graph
         with torch.no_grad():
-            support = _Rows([t.x_support for t in tasks])
             n = support.rows
-            s = None if scale is None else scale.detach()
-            w1_in = w1.detach() if s is None else w1.detach() * s[:, None, :]
-            z = support.matmul_t(w1_in) + b1.detach()[:, None, :]
-            if s is None and all(t.gram is not None for t in tasks):  # cached (fixed tasks, no modulation)
-                gram = _pad([t.gram.to(dtype) for t in tasks], n, n)
+            z = support.matmul_t(w1.detach()) + b1.detach()[:, None, :]
+            if scale is None and all(t.shared is not None for t in tasks):  # cached, once per episode
+                _fill_shared(tasks, dtype)
+                gram = _pad([t.shared["gram"].to(dtype) for t in tasks], n, n)
             else:
-                gram = support.gram(None if s is None else (s * s).reshape(-1), dtype)
-                if s is None and not train:  # kept for the next evaluation of the same fixed tasks
-                    for i, t in enumerate(tasks):
-                        t.gram = gram[i, :support.sizes[i], :support.sizes[i]].clone()
+                valid = support.valid(dtype)
+                gram = support.cross(support, dtype) + valid[:, :, None] * valid[:, None, :]
             prop = _pad([t.prop_support.to(dtype) for t in tasks], tasks[0].prop_support.shape[0], n, dim=1)
             masks = None
             if tasks[0].inner_masks is not None:
@@ -346,37 +415,48 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
                                         np.eye(ways, dtype=z_np.dtype)[support_y.numpy()], 1.0 / support_y.shape[1],
                                         w2n, b2n, whn, bhn, None if masks is None else masks.numpy(), steps, lr, coef)
             coef_t = torch.from_numpy(coef)
-            grad_w1 = support.tmatmul(coef_t).transpose(1, 2).to(dtype)
-            if s is not None:
-                grad_w1 = grad_w1 * s[:, None, :]
-            new = {"w1": w1.detach() - lr * grad_w1, "b1": b1.detach() - lr * coef_t.sum(-2),
-                   "w2": torch.from_numpy(w2n), "b2": torch.from_numpy(b2n), "wh": torch.from_numpy(whn),
-                   "bh": torch.from_numpy(bhn)}
+            new = {"b1": b1.detach() - lr * coef_t.sum(-2), "w2": torch.from_numpy(w2n), "b2": torch.from_numpy(b2n),
+                   "wh": torch.from_numpy(whn), "bh": torch.from_numpy(bhn)}
+            if materialise:
+                w1_own = w1.detach() if same else w1.detach()[own]
+                new["w1"] = w1_own - lr * support.tmatmul(coef_t).transpose(1, 2).to(dtype)
         # first order: the outer gradient reaches the meta-parameters through the identity
-        adapted = {k: _FirstOrder.apply(v, new[k]) if v.requires_grad else new[k] for k, v in old.items()}
+        adapted = {k: _FirstOrder.apply(adapted[k], v) if adapted[k].requires_grad else v for k, v in new.items()
+                   if k != "w1"}
+        if materialise:
+            adapted["w1"] = _FirstOrder.apply(w1, new["w1"]) if w1.requires_grad else new["w1"]
     with torch.set_grad_enabled(train):  # the query pass, differentiable
-        w1q = adapted["w1"] if scale is None else adapted["w1"] * scale[:, None, :]
-        query = _Rows([t.x_query for t in tasks])
-        h = torch.relu(query.matmul_t(w1q) + adapted["b1"][:, None, :])
+        if materialise:
+            first = adapted["w1"] if steps else (w1 if same else w1[own])
+            h = _Rows([t.x_query for t in tasks], list(range(count)), count).matmul_t(first * scale[:, None, :])
+        else:
+            h = query.matmul_t(w1)
+            if coef_t is not None:  # - lr X_q X_s^T C: the inner loop's change of the first layer
+                if all(t.shared is not None for t in tasks):
+                    cross = _pad([t.shared["cross"].to(dtype) for t in tasks], query.rows, support.rows)
+                else:
+                    cross = query.cross(support, dtype)
+                h = h - lr * (cross @ coef_t.to(dtype))
+        h = torch.relu(h + adapted["b1"][:, None, :])
         if train and tasks[0].query_mask is not None:
-            h = h * _pad([t.query_mask for t in tasks], query.rows)
-        prop_q = _pad([t.prop_query.to(dtype) for t in tasks], tasks[0].prop_query.shape[0], query.rows, dim=1)
+            h = h * _pad([t.query_mask for t in tasks], h.shape[1])
+        prop_q = _pad([t.prop_query.to(dtype) for t in tasks], tasks[0].prop_query.shape[0], h.shape[1], dim=1)
         features = prop_q @ (h @ adapted["w2"].transpose(-1, -2)) + adapted["b2"][:, None, :]
         logits = features @ adapted["wh"].transpose(-1, -2) + adapted["bh"][:, None, :]
         query_y = torch.stack([t.query_y for t in tasks])
 
-        def per_task(lg):
+        def task_loss(lg):
             return F.cross_entropy(lg.reshape(-1, ways), query_y.reshape(-1), reduction="none").reshape(count, -1).mean(1)
 
-        loss = per_task(logits)
+        loss = task_loss(logits)
         if regulariser is not None:
             loss = loss + regulariser
         if cml is not None and (train or cml.dagger):
-            co_params = {k[len("co_learner."):]: v for k, v in params.items() if k.startswith("co_learner.")}
+            co_params = {k[len("co_learner."):]: v for k, v in per_task.items() if k.startswith("co_learner.")}
             co = cml.co_learner
             co_logits = vmap(lambda p, f: functional_call(co, p, (f,)))(co_params, features)
             if train:
-                loss = loss + cml.gamma * per_task(co_logits)
+                loss = loss + cml.gamma * task_loss(co_logits)
             else:
                 logits = co_logits
     return {"loss": loss, "logits": logits, "targets": query_y}
