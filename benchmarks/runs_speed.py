@@ -47,7 +47,6 @@ def bench(graph: str, method: str, shots: int, runs_list, args, work: Path):
 
     from gnn_cml.config import resolve
     from gnn_cml.experiments.graph import GraphTask
-    from gnn_cml.models.encoders import SubgraphGCN
 
     cfg = resolve(dict(graph=graph, method=method, ways=2, shots=shots, episodes=args.episodes,
                        patience=10 ** 6, data_root=args.root, runs=max(runs_list)))

@@ -212,7 +212,8 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
                  f"{len(left)} training, {total - len(left)} done ({stopped} stopped early)"]
         if best:
             parts.append(f"mean best val {percent(float(np.mean(best)))}")
-        parts.append(f"{rate:.1f} run-episodes/s")
+        if rate > 0:
+            parts.append(f"{rate:.1f} run-episodes/s")
         line.update(" · ".join(parts), important=force, force=force)
 
     show(force=True)
@@ -222,7 +223,6 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
             by_episode.setdefault(t.episode, []).append(t)
         for group in by_episode.values():
             _fit_group(group, show)
-        show(force=True)
     finally:
         line.close()
         for t in trainers:
