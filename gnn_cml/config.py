@@ -30,7 +30,7 @@ def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[st
 
 
 # Settings that change how a run is computed, not what: a resumed or reused run may differ in them.
-EXECUTION_KEYS = ("data_root", "batch_runs")
+EXECUTION_KEYS = ("data_root", "batch_runs", "device")
 
 
 @dataclass
@@ -87,6 +87,8 @@ class RunConfig:
     patience: int = _opt(10, "stop a run after this many validations without gain")
     test_tasks: int = _opt(100, "fixed test tasks (the same for every run and method)")
     runs: int = _opt(5, "independent runs (the 95% CI is over runs; 3 or more make it meaningful)")
+    device: str = _opt("cpu", "where the learner runs: cpu (the fast path for episode-sized work) or cuda / cuda:N "
+                              "(a GPU; runs are then trained one after another)", metavar="DEVICE")
     batch_runs: bool = _opt(True, "train the runs as one batched computation where the learner allows it (first-order "
                                   "maml, gmeta, ammgnn, each +CML); --no-batch-runs trains them one after another")
     seed: int = _opt(0, "seed of the runs (each run derives its own)")

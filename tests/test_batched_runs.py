@@ -151,3 +151,17 @@ def test_unsupported_learners_train_one_after_another(tmp_path, shared_data, cap
     assert all("batched_runs" not in r for r in rec["runs"])
     cfg = resolve(dict(graph="citeseer", method="metagnn", data_root=str(shared_data)))
     assert "subgraph-GCN" in batched_runs.unsupported(build_learner(cfg, GraphTask.build(cfg).graph))
+
+
+def test_device_without_a_gpu_is_a_one_line_error(tmp_path, shared_data, capsys):
+    """--device cuda where torch sees no GPU (CI): the fix named, nothing written."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    out = tmp_path / "gpu"
+    assert main(["train", "--graph", "citeseer", "--root", str(shared_data), "--device", "cuda",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("use --device cpu (the default)") and not out.exists()
+    assert main(["train", "--graph", "citeseer", "--root", str(shared_data), "--device", "tpu",
+                 "--out", str(out)]) == 2
+    assert "use cpu, cuda or cuda:N" in capsys.readouterr().err and not out.exists()

@@ -47,6 +47,14 @@ def task_seed(seed: int, episode: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, episode + 1, index]).generate_state(1)[0])
 
 
+def seed_task(seed: int) -> None:
+    """Seed the generators a task draws from: the CPU's (episode rows, AMM-GNN's node sets, dropout
+    on CPU) and, where CUDA is in use, every GPU's (dropout masks there)."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
 @dataclass
 class TrainerConfig:
     episodes: int = 2000
@@ -128,7 +136,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=False)
         losses, scores = [], []
         for index in dist.my_share(range(cfg.meta_batch)):
-            torch.default_generator.manual_seed(task_seed(cfg.seed, self.episode, index))
+            seed_task(task_seed(cfg.seed, self.episode, index))
             result = self.model(episodes[index], train=True)
             (result.loss / cfg.meta_batch).backward()
             losses.append(float(result.loss.detach()))
@@ -292,9 +300,10 @@ def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callabl
     was_training = model.training
     model.eval()
     scores = []
-    with torch.random.fork_rng(devices=[]):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
         for i, task in enumerate(tasks):
-            torch.default_generator.manual_seed(task_seed(seed, -1, i))
+            seed_task(task_seed(seed, -1, i))
             scores.append(metric(model(task, train=False)))
             if progress is not None:
                 progress(i + 1)

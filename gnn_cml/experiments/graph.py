@@ -159,7 +159,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         status(f"drawing {cfg.test_tasks} fixed test tasks ({cfg.ways}-way {cfg.shots}-shot, "
                f"{cfg.test_queries} queries per class)", progress)
         tests = task.test_tasks()
-    # Build the learner once, so that a bad backbone/pool/modulation fails before anything is written.
+    # Build the learner once, so that a bad backbone/pool/modulation or device fails before anything is written.
+    resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):
         build_learner(cfg, task.graph, seed=0)
     if dist.is_main():
@@ -233,6 +234,21 @@ def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
                     f"task file {task_file} has labels outside 0..{ways - 1}: regenerate it")
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device`` as a torch device, or a one-line error naming the fix."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise GnnCmlError(f"unknown --device '{name}': use cpu, cuda or cuda:N") from None
+    require(device.type in ("cpu", "cuda"), f"unsupported --device '{name}': use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        require(torch.cuda.is_available(), f"--device {name}: torch sees no CUDA GPU here "
+                                           f"(torch {torch.__version__}): use --device cpu (the default)")
+        require(device.index is None or device.index < torch.cuda.device_count(),
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here: use cuda:0")
+    return device
+
+
 def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progress: bool) -> Optional[Dict]:
     """The record of a run finished before (with ``resume``), or None."""
     result_path = run_dir / "result.json"
@@ -250,6 +266,8 @@ def _why_not_batched(cfg: RunConfig, task: GraphTask, todo: List[int]) -> Option
 
     if not cfg.batch_runs or len(todo) < 2:
         return "--no-batch-runs" if len(todo) > 1 else "one run"
+    if resolve_device(cfg.device).type != "cpu":
+        return f"--device {cfg.device} (batched runs are a CPU path)"
     if dist.world_size() > 1:
         return "distributed training (torchrun) splits each meta-batch instead"
     if cfg.meta_batch != 1:
@@ -271,6 +289,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     learner = build_learner(cfg, task.graph, seed=seed)
     if not getattr(learner, "meta_trained", True):  # e.g. tlp: fit once (pretraining), no Trainer
         return learner, seed, None
+    learner.to(resolve_device(cfg.device))
     val_sampler = task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"]))
     val = ResampledTasks(val_sampler, cfg.val_tasks) if cfg.val_resample else TaskSet.generate(val_sampler, cfg.val_tasks)
     hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}

@@ -51,7 +51,7 @@ class AMMGNN(MAML):
         return torch.stack([nodes[torch.randperm(len(nodes))[: self.set_size]] for _ in range(2)])
 
     def _task_features(self, episode: Episode) -> torch.Tensor:
-        chosen = self.node_sets(episode).reshape(-1).numpy()
+        chosen = self.node_sets(episode).reshape(-1).cpu().numpy()
         x = self.encoder.graph.x[chosen]
         x = x.toarray() if sp.issparse(x) else np.asarray(x)
         return torch.from_numpy(x.astype(np.float32)).reshape(2, self.set_size, -1)
@@ -59,7 +59,7 @@ class AMMGNN(MAML):
     def condition(self, episode: Episode, params: Params, train: bool):
         rows = self._task_features(episode).transpose(1, 2)  # (2 sets, features, set_size)
         weight = params["alpha_net.weight"]
-        rows = rows.to(weight.dtype)
+        rows = rows.to(weight.device, weight.dtype)
         alpha = (rows @ weight.t()).squeeze(-1) + params["alpha_net.bias"]
         beta = (rows @ params["beta_net.weight"].t()).squeeze(-1) + params["beta_net.bias"]
         similarity = (F.cosine_similarity(alpha[0], alpha[1], dim=0, eps=1e-6)

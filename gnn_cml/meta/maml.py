@@ -17,6 +17,17 @@ Params = Dict[str, torch.Tensor]
 _XW = "<input product>"  # inner-loop key of the tracked X W^T (never a parameter name)
 
 
+def _to(inputs, device):
+    """Prepared episode inputs (row blocks, tensors, nested dicts/lists) moved to ``device``."""
+    if isinstance(inputs, (RowBlock, torch.Tensor)):
+        return inputs.to(device)
+    if isinstance(inputs, dict):
+        return {k: _to(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(_to(v, device) for v in inputs)
+    return inputs
+
+
 class EncoderHead(nn.Module):
     """``head(encoder(inputs))``; graph encoders also get the conditioning and train flag."""
 
@@ -80,11 +91,16 @@ class MAML(MetaLearner):
         return self.net.encoder
 
     def inputs(self, episode: Episode):
-        """Parameter-free inputs for the support and query sets (episode rows for graphs)."""
+        """Parameter-free inputs for the support and query sets (episode rows for graphs), on the
+        learner's device (rows are built on the CPU)."""
         prepare = getattr(self.encoder, "prepare", None)
         if prepare is None:
             return episode.support, episode.query
-        return prepare(episode.support), prepare(episode.query)
+        device = self.net.head.net[-1].weight.device if isinstance(self.net.head.net[-1], nn.Linear) else \
+            next(self.parameters()).device
+        if device.type == "cpu":
+            return prepare(episode.support), prepare(episode.query)
+        return _to(prepare(episode.support), device), _to(prepare(episode.query), device)
 
     def condition(self, episode: Episode, params: Params, train: bool):
         """Task conditioning computed from meta-parameters (AMM-GNN overrides it)."""
@@ -161,6 +177,9 @@ class MAML(MetaLearner):
         return {**fixed, **adapted}
 
     def forward(self, episode: Episode, train: bool = True) -> TaskResult:
+        device = next(self.parameters()).device
+        if episode.support_y.device != device:
+            episode = episode.to(device)
         support_in, query_in = self.inputs(episode)
         params = dict(self.named_parameters())
         if not train:
