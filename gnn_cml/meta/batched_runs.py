@@ -24,7 +24,7 @@ batched runs equal the same runs trained alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -333,6 +333,23 @@ def _amm_condition(params: Dict[str, torch.Tensor], rows: torch.Tensor, scale: f
     return 1 + scale * alpha.mean(1), -scale * similarity
 
 
+def _buckets(sizes: Sequence[int], waste: float = 1.5) -> List[List[int]]:
+    """Task indices grouped by size (sorted), a group closing when padding it to its largest task
+    would cost more than ``waste`` times its tasks' own ``rows^2`` (the inner loop's Gram product)."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    groups: List[List[int]] = []
+    own = 0.0
+    for i in order:
+        n2 = float(sizes[i]) ** 2
+        if groups and (len(groups[-1]) + 1) * n2 <= waste * (own + n2):
+            groups[-1].append(i)
+            own += n2
+        else:
+            groups.append([i])
+            own = n2
+    return groups
+
+
 def _fill_shared(tasks: Sequence[PreparedTask], dtype) -> None:
     """Compute the missing ``gram`` / ``cross`` products of the tasks' shared caches, once per episode."""
     todo, seen = [], set()
@@ -362,11 +379,11 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
     differentiable to ``params`` when ``train`` — and query ``logits`` (P, m, C) (the
     co-learner's with CML-dagger at meta-test) with their ``targets``.
 
-    The adapted first layer is not formed, except for AMM-GNN (whose factors differ per task): its
-    product with the query rows is ``X_q W^T - lr (X_q X_s^T) C`` (``C``: the summed inner-loop
-    gradients with respect to the support pre-activations), so first-order gradients reach ``W``
-    through ``X_q W^T`` alone, and ``X_s X_s^T``, ``X_q X_s^T`` are computed once per episode and
-    shared by every run evaluating it.
+    At evaluation (many runs' copies of the same fixed tasks) the adapted first layer is not formed:
+    its product with the query rows is ``X_q W^T - lr (X_q X_s^T) C`` (``C``: the summed inner-loop
+    gradients with respect to the support pre-activations), with ``X_s X_s^T`` and ``X_q X_s^T``
+    computed once per episode and shared by every run evaluating it (except for AMM-GNN, whose
+    factors differ per task). Tasks go through the inner loop in buckets of similar size.
     """
     base, cml = _parts(learner)
     prefix = "learner." if cml is not None else ""
@@ -387,33 +404,46 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
         scale, regulariser = _amm_condition(amm, torch.stack([t.amm_rows for t in tasks]), base.scale)
     s_np = None if scale is None else scale.detach().numpy()
     support = _Rows([t.x_support for t in tasks], owners, runs, s_np)
-    materialise = scale is not None  # per-task factors: the adapted first layer is formed (see above)
+    # The adapted first layer is formed in training (one per run, cheaper than the support-query
+    # product on large subgraphs) and for AMM-GNN's per-task factors; evaluation uses X_q X_s^T.
+    materialise = scale is not None or train
     query = None if materialise else _Rows([t.x_query for t in tasks], owners, runs)
     adapted = {"b1": b1, "w2": w2, "b2": b2, "wh": wh, "bh": bh}
     coef_t = None
-    if steps:  # the inner loops: closed form, every task at once, no graph
+    if steps:  # the inner loops: closed form, tasks of similar size at once, no graph
         with torch.no_grad():
             n = support.rows
-            z = support.matmul_t(w1.detach()) + b1.detach()[:, None, :]
-            if scale is None and all(t.shared is not None for t in tasks):  # cached, once per episode
-                _fill_shared(tasks, dtype)
-                gram = _pad([t.shared["gram"].to(dtype) for t in tasks], n, n)
-            else:
-                valid = support.valid(dtype)
-                gram = support.cross(support, dtype) + valid[:, :, None] * valid[:, None, :]
-            prop = _pad([t.prop_support.to(dtype) for t in tasks], tasks[0].prop_support.shape[0], n, dim=1)
-            masks = None
-            if tasks[0].inner_masks is not None:
-                masks = torch.stack([F.pad(t.inner_masks, [0, 0, 0, n - t.inner_masks.shape[1]]) for t in tasks], 1)
-            support_y = torch.stack([t.support_y for t in tasks])
-            z_np, prop_np = z.numpy(), prop.numpy()
+            coef = np.zeros((count, n, w1.shape[1]), dtype=np.float64 if dtype == torch.float64 else np.float32)
             w2n, b2n, whn, bhn = (p.detach().numpy().copy() for p in (w2, b2, wh, bh))
-            coef = np.zeros_like(z_np)
-            with np.errstate(all="ignore"):  # divergence shows up as a non-finite loss, reported by the Trainer
-                closed_form._numpy_loop(z_np, gram.numpy(), prop_np,
-                                        np.ascontiguousarray(np.swapaxes(prop_np, -1, -2)),
-                                        np.eye(ways, dtype=z_np.dtype)[support_y.numpy()], 1.0 / support_y.shape[1],
-                                        w2n, b2n, whn, bhn, None if masks is None else masks.numpy(), steps, lr, coef)
+            cached = scale is None and all(t.shared is not None for t in tasks)
+            if cached:  # parameter-free products, once per episode
+                _fill_shared(tasks, dtype)
+            for bucket in _buckets(support.sizes):
+                sub = [tasks[i] for i in bucket]
+                rows = _Rows([t.x_support for t in sub], [owners[i] for i in bucket], runs,
+                             None if s_np is None else s_np[bucket])
+                nb = rows.rows
+                z = (rows.matmul_t(w1.detach()) + b1.detach()[bucket][:, None, :]).numpy()
+                if cached:
+                    gram = _pad([t.shared["gram"].to(dtype) for t in sub], nb, nb)
+                else:
+                    valid = rows.valid(dtype)
+                    gram = rows.cross(rows, dtype) + valid[:, :, None] * valid[:, None, :]
+                prop = _pad([t.prop_support.to(dtype) for t in sub], sub[0].prop_support.shape[0], nb, dim=1).numpy()
+                masks = None
+                if sub[0].inner_masks is not None:
+                    masks = torch.stack([F.pad(t.inner_masks, [0, 0, 0, nb - t.inner_masks.shape[1]]) for t in sub],
+                                        1).numpy()
+                support_y = torch.stack([t.support_y for t in sub]).numpy()
+                parts = [a[bucket] for a in (w2n, b2n, whn, bhn)]
+                coef_b = np.zeros_like(z)
+                with np.errstate(all="ignore"):  # divergence shows up as a non-finite loss, reported by the Trainer
+                    closed_form._numpy_loop(z, gram.numpy(), prop, np.ascontiguousarray(np.swapaxes(prop, -1, -2)),
+                                            np.eye(ways, dtype=z.dtype)[support_y], 1.0 / support_y.shape[1],
+                                            *parts, masks, steps, lr, coef_b)
+                coef[bucket, :nb] = coef_b
+                for a, part in zip((w2n, b2n, whn, bhn), parts):
+                    a[bucket] = part
             coef_t = torch.from_numpy(coef)
             new = {"b1": b1.detach() - lr * coef_t.sum(-2), "w2": torch.from_numpy(w2n), "b2": torch.from_numpy(b2n),
                    "wh": torch.from_numpy(whn), "bh": torch.from_numpy(bhn)}
@@ -428,7 +458,9 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
     with torch.set_grad_enabled(train):  # the query pass, differentiable
         if materialise:
             first = adapted["w1"] if steps else (w1 if same else w1[own])
-            h = _Rows([t.x_query for t in tasks], list(range(count)), count).matmul_t(first * scale[:, None, :])
+            if scale is not None:
+                first = first * scale[:, None, :]
+            h = _Rows([t.x_query for t in tasks], list(range(count)), count).matmul_t(first)
         else:
             h = query.matmul_t(w1)
             if coef_t is not None:  # - lr X_q X_s^T C: the inner loop's change of the first layer
