@@ -66,15 +66,16 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
         # similar sizes together: each chunk is padded to its largest task
         order = sorted(range(len(problems)), key=lambda j: (prepared[j].x_support.shape[0],
                                                             prepared[j].x_query.shape[0]))
-        for start in range(0, len(order), br.EVAL_CHUNK):
-            chunk = order[start:start + br.EVAL_CHUNK]
+        done = 0
+        for chunk in _chunks(order, prepared):
             index = torch.tensor(chunk)
             with torch.no_grad():
                 out = br.batched_forward(models[0], [prepared[j] for j in chunk], params, train=False,
                                          owners=runs[index].tolist())
             scores[chunk] = (out["logits"].argmax(-1) == out["targets"]).float().mean(1).numpy()
+            done += len(chunk)
             if progress is not None:
-                progress(min(start + br.EVAL_CHUNK, len(order)), len(order))
+                progress(done, len(order))
     finally:
         for m, was in zip(models, states):
             m.train(was)
@@ -107,6 +108,23 @@ def _adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def _chunks(order: Sequence[int], prepared) -> List[List[int]]:
+    """Consecutive tasks of ``order`` in chunks of at most ``EVAL_CHUNK`` whose padded product
+    arrays (tasks x support rows x (support + query) rows) stay under ``MAX_BLOCK_ENTRIES``."""
+    chunks: List[List[int]] = []
+    rows_s = rows_q = 0
+    for j in order:
+        ns, nq = prepared[j].x_support.shape[0], prepared[j].x_query.shape[0]
+        if chunks and len(chunks[-1]) < br.EVAL_CHUNK and \
+                (len(chunks[-1]) + 1) * max(rows_s, ns) * (max(rows_s, ns) + max(rows_q, nq)) <= br.MAX_BLOCK_ENTRIES:
+            chunks[-1].append(j)
+            rows_s, rows_q = max(rows_s, ns), max(rows_q, nq)
+        else:
+            chunks.append([j])
+            rows_s, rows_q = ns, nq
+    return chunks
 
 
 class RunBatch:

@@ -39,8 +39,11 @@ from gnn_cml.meta.maml import MAML
 from gnn_cml.models.graph import RowBlock
 from gnn_cml.sampling.episodes import Episode
 
-# Tasks per batched evaluation chunk: bounds the padded arrays (chunk x rows x rows Gram blocks).
+# Tasks per batched evaluation chunk, at most; and the most entries of one padded product array
+# (tasks x rows x rows: Gram and support-query blocks) in a chunk or inner-loop bucket, which bounds
+# the memory of large subgraphs (Cora's 5-shot G-Meta tasks) to a few hundred MB.
 EVAL_CHUNK = 128
+MAX_BLOCK_ENTRIES = 2 ** 24
 
 
 def _parts(learner) -> Tuple[MAML, Optional[CML]]:
@@ -341,7 +344,7 @@ def _buckets(sizes: Sequence[int], waste: float = 1.5) -> List[List[int]]:
     own = 0.0
     for i in order:
         n2 = float(sizes[i]) ** 2
-        if groups and (len(groups[-1]) + 1) * n2 <= waste * (own + n2):
+        if groups and (len(groups[-1]) + 1) * n2 <= min(waste * (own + n2), MAX_BLOCK_ENTRIES):
             groups[-1].append(i)
             own += n2
         else:
