@@ -44,6 +44,9 @@ from gnn_cml.sampling.episodes import Episode
 # the memory of large subgraphs (Cora's 5-shot G-Meta tasks) to a few hundred MB.
 EVAL_CHUNK = 128
 MAX_BLOCK_ENTRIES = 2 ** 24
+# Entries of the products kept per fixed task between evaluations (1 MiB in float32); larger ones
+# (big subgraphs) are recomputed, so that 20 runs x 20 validation tasks stay a few hundred MB.
+MAX_SHARED_ENTRIES = 2 ** 18
 
 
 def _parts(learner) -> Tuple[MAML, Optional[CML]]:
@@ -472,6 +475,9 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
                 else:
                     cross = query.cross(support, dtype)
                 h = h - lr * (cross @ coef_t.to(dtype))
+                for t in tasks:  # large products are recomputed rather than kept for every fixed task
+                    if t.shared and t.shared["gram"].numel() + t.shared["cross"].numel() > MAX_SHARED_ENTRIES:
+                        t.shared.clear()
         h = torch.relu(h + adapted["b1"][:, None, :])
         if train and tasks[0].query_mask is not None:
             h = h * _pad([t.query_mask for t in tasks], h.shape[1])
