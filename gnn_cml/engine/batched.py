@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gnn_cml.engine.progress import Line, percent
-from gnn_cml.engine.trainer import Trainer, task_seed
+from gnn_cml.engine.trainer import Trainer, seed_task, task_seed
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta import batched_runs as br
 
@@ -53,7 +53,7 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
                 episode = task_lists[r][i]
                 if id(episode) not in inputs:
                     inputs[id(episode)] = (br.graph_inputs(models[r], episode), {})
-                torch.default_generator.manual_seed(task_seed(seeds[r], -1, i))
+                seed_task(task_seed(seeds[r], -1, i))
                 rows, shared = inputs[id(episode)]
                 task = br.prepare_task(models[r], episode, train=False, inputs=rows, shared=shared)
                 prepared.append(task)
@@ -101,6 +101,12 @@ def _like(leaf: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(leaf, memory_format=torch.preserve_format).copy_(values)
 
 
+def _adam_state(step: torch.Tensor, moment) -> Dict[str, torch.Tensor]:
+    """An Adam state entry: its step count and its two moments, ``moment(name)`` each (stacked
+    from runs, or one run's slice of a stacked state)."""
+    return {"step": step.clone(), **{m: moment(m) for m in ("exp_avg", "exp_avg_sq")}}
+
+
 def _adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam over the stacked leaves; the fused kernel where this torch has it for the device (one
     pass instead of ~10 per tensor; equal to the per-tensor Adam of a run alone up to rounding)."""
@@ -144,10 +150,8 @@ class RunBatch:
         if states[0]:  # resumed runs: stack their Adam states
             for j, leaf in enumerate(self.params.values()):
                 per_run = [s[j] for s in states]
-                self.optimizer.state[leaf] = {
-                    "step": per_run[0]["step"].clone(),
-                    "exp_avg": _like(leaf, torch.stack([s["exp_avg"] for s in per_run])),
-                    "exp_avg_sq": _like(leaf, torch.stack([s["exp_avg_sq"] for s in per_run]))}
+                self.optimizer.state[leaf] = _adam_state(
+                    per_run[0]["step"], lambda m: _like(leaf, torch.stack([s[m] for s in per_run])))
 
     def sync(self, optimizer: bool = True) -> None:
         """Copy each run's slice into its module (and, with ``optimizer``, its Adam state)."""
@@ -160,9 +164,7 @@ class RunBatch:
                     for k in self.names:
                         state = self.optimizer.state.get(self.params[k])
                         if state:
-                            t.optimizer.state[own[k]] = {"step": state["step"].clone(),
-                                                         "exp_avg": state["exp_avg"][r].clone(),
-                                                         "exp_avg_sq": state["exp_avg_sq"][r].clone()}
+                            t.optimizer.state[own[k]] = _adam_state(state["step"], lambda m: state[m][r].clone())
 
     def keep(self, trainers: Sequence[Trainer]) -> None:
         """Drop every run not in ``trainers`` from the batch (their slices were synced already)."""
@@ -174,9 +176,7 @@ class RunBatch:
         for k in self.names:
             state, leaf = self.optimizer.state.get(old[k]), self.params[k]
             if state:
-                optimizer.state[leaf] = {"step": state["step"].clone(),
-                                         "exp_avg": _like(leaf, state["exp_avg"][index]),
-                                         "exp_avg_sq": _like(leaf, state["exp_avg_sq"][index])}
+                optimizer.state[leaf] = _adam_state(state["step"], lambda m: _like(leaf, state[m][index]))
         self.optimizer, self.trainers = optimizer, list(trainers)
 
     def step(self) -> List[Dict[str, float]]:
@@ -186,7 +186,7 @@ class RunBatch:
         learner.train()
         for t in self.trainers:
             episode = t.sampler.sample()
-            torch.default_generator.manual_seed(task_seed(t.cfg.seed, t.episode, 0))
+            seed_task(task_seed(t.cfg.seed, t.episode, 0))
             tasks.append(br.prepare_task(learner, episode, train=True))
         self.optimizer.zero_grad(set_to_none=False)
         out = br.batched_forward(learner, tasks, self.params, train=True)
@@ -253,8 +253,7 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
 def _fit_group(trainers: List[Trainer], show) -> None:
     batch = RunBatch(trainers)
     windows: Dict[int, List[Dict[str, float]]] = {id(t): [] for t in trainers}
-    cache: Dict = {}
-    keys = list(range(len(trainers)))
+    cache: Dict = {}  # the fixed validation tasks, prepared once per run (keyed by the trainer)
     fixed = all(not hasattr(t.val_tasks, "get_state") for t in trainers)
     cfg = trainers[0].cfg
     while batch.trainers:
@@ -270,7 +269,7 @@ def _fit_group(trainers: List[Trainer], show) -> None:
             due = batch.trainers
             scores = evaluate_batched([t.model.test_model() for t in due], [list(t.val_tasks) for t in due],
                                       [t.cfg.seed for t in due], cache=cache if fixed else None,
-                                      keys=[keys[trainers.index(t)] for t in due])
+                                      keys=[id(t) for t in due])
             for t, s in zip(due, scores):
                 t._validate(windows[id(t)], s)
                 windows[id(t)] = []

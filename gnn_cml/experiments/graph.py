@@ -162,7 +162,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     # Build the learner once, so that a bad backbone/pool/modulation or device fails before anything is written.
     resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):
-        build_learner(cfg, task.graph, seed=0)
+        probe = build_learner(cfg, task.graph, seed=0)
     if dist.is_main():
         prepare_output(out, cfg, resume, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -180,7 +180,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         if record is not None:
             done[run] = record
     todo = [run for run in range(cfg.runs) if run not in done]
-    why_not = _why_not_batched(cfg, task, todo)
+    why_not = _why_not_batched(cfg, probe, todo)
     if why_not is None:
         done.update(_batched_runs(task, tests, todo, out, resume, progress))
     else:
@@ -260,20 +260,19 @@ def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progres
     return record
 
 
-def _why_not_batched(cfg: RunConfig, task: GraphTask, todo: List[int]) -> Optional[str]:
-    """Why the runs to do are not trained as one batched computation (None: they are)."""
+def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
+    """Why the runs to do are not trained as one batched computation (None: they are);
+    ``learner``: one built from ``cfg`` (its structure is what is checked)."""
     from gnn_cml.meta.batched_runs import unsupported
 
     if not cfg.batch_runs or len(todo) < 2:
         return "--no-batch-runs" if len(todo) > 1 else "one run"
-    if resolve_device(cfg.device).type != "cpu":
+    if torch.device(cfg.device).type != "cpu":  # checked by resolve_device before
         return f"--device {cfg.device} (batched runs are a CPU path)"
     if dist.world_size() > 1:
         return "distributed training (torchrun) splits each meta-batch instead"
     if cfg.meta_batch != 1:
         return "--meta-batch above 1"
-    with torch.random.fork_rng(devices=[]):
-        learner = build_learner(cfg, task.graph, seed=0)
     if not getattr(learner, "meta_trained", True):
         return f"{cfg.method} has no meta-training"
     return unsupported(learner)

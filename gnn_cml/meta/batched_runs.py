@@ -36,6 +36,7 @@ from gnn_cml.meta import closed_form
 from gnn_cml.meta.ammgnn import AMMGNN
 from gnn_cml.meta.cml import CML
 from gnn_cml.meta.maml import MAML
+from gnn_cml.models.encoders import ACTIVATIONS, GCN, SubgraphGCN, stack_csr_parts
 from gnn_cml.models.graph import RowBlock
 from gnn_cml.sampling.episodes import Episode
 
@@ -55,8 +56,6 @@ def _parts(learner) -> Tuple[MAML, Optional[CML]]:
 
 def unsupported(learner) -> Optional[str]:
     """Why ``learner``'s runs cannot be batched (``None`` when they can)."""
-    from gnn_cml.models.encoders import ACTIVATIONS, GCN, SubgraphGCN
-
     base, _ = _parts(learner)
     if type(base) not in (MAML, AMMGNN):
         return f"{type(base).__name__} is not a MAML-style learner (maml, gmeta, ammgnn)"
@@ -131,42 +130,26 @@ def _csr_parts(rows) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 
 def _subgraph_side(enc, nodes: np.ndarray):
-    """:meth:`SubgraphGCN.prepare` for the collapsed 2-layer encoder, as raw arrays: the rows of the
-    nodes' subgraphs (``Â_sub X``) and ``P`` = pooling times ``Â_sub`` (per-node rows cached)."""
-    g = enc.graph
-    parts = g.subgraphs(nodes, enc.hops)
-    pooled = enc.__dict__.setdefault("_pool_rows", {})
-    sizes = np.array([len(p.nodes) for p in parts])
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    prop = np.zeros((len(nodes), int(bounds[-1])), np.float32)
-    for i, (v, part) in enumerate(zip(nodes, parts)):
-        row = pooled.get((int(v), enc.hops, enc.pool))
-        if row is None:
-            size = len(part.nodes)
-            if enc.pool == "mean":
-                row = (np.bincount(part.adj_indices, part.adj_data, size) / size).astype(np.float32)
-            else:
-                c = int(np.searchsorted(part.nodes, v))
-                lo, hi = part.adj_indptr[c], part.adj_indptr[c + 1]
-                row = np.zeros(size, np.float32)
-                row[part.adj_indices[lo:hi]] = part.adj_data[lo:hi]
-            pooled[(int(v), enc.hops, enc.pool)] = row
-        prop[i, bounds[i]:bounds[i + 1]] = row
-    offsets = np.cumsum([0] + [len(p.x_data) for p in parts])
-    indptr = np.concatenate([[0]] + [p.x_indptr[1:] + o for p, o in zip(parts, offsets[:-1])])
-    x = RawRows(np.concatenate([p.x_data for p in parts]).astype(np.float32, copy=False),
-                np.concatenate([p.x_indices for p in parts]), indptr, (int(bounds[-1]), g.num_features))
-    return x, torch.from_numpy(prop)
+    """:meth:`SubgraphGCN.prepare` for the collapsed 2-layer encoder, with the rows as raw arrays
+    (no scipy matrix per task): the nodes' stacked subgraph rows (``Â_sub X``) and ``P`` =
+    pooling times ``Â_sub``; None when the features are dense."""
+    parts = enc.graph.subgraphs(nodes, enc.hops)
+    if parts[0].x_dense is not None:
+        return None
+    bounds = np.concatenate([[0], np.cumsum([len(p.nodes) for p in parts])])
+    data, indices, indptr = stack_csr_parts([(p.x_data, p.x_indices, p.x_indptr) for p in parts])
+    x = RawRows(data.astype(np.float32, copy=False), indices, indptr, (int(bounds[-1]), enc.graph.num_features))
+    return x, torch.from_numpy(enc.pooled_adjacency(nodes, parts, bounds))
 
 
 def graph_inputs(learner, episode: Episode):
     """The episode's parameter-free inputs (support and query): shareable between runs."""
-    from gnn_cml.models.encoders import SubgraphGCN
-
     base, _ = _parts(learner)
     enc = base.encoder
-    if isinstance(enc, SubgraphGCN) and enc.graph.subgraphs(episode.support[:1].numpy(), enc.hops)[0].x_dense is None:
-        return (*_subgraph_side(enc, episode.support.numpy()), *_subgraph_side(enc, episode.query.numpy()))
+    if isinstance(enc, SubgraphGCN):
+        support = _subgraph_side(enc, episode.support.numpy())
+        if support is not None:
+            return (*support, *_subgraph_side(enc, episode.query.numpy()))
     support_in, query_in = base.inputs(episode)
     return (support_in["x"], closed_form._propagation(enc, support_in, torch.float32),
             query_in["x"], closed_form._propagation(enc, query_in, torch.float32))
@@ -187,13 +170,10 @@ def prepare_task(learner, episode: Episode, train: bool, inputs=None,
         task.amm_rows = base._task_features(episode).transpose(1, 2).to(dtype)
     enc = base.encoder
     dropout = enc.dropout if train and base.training and enc.training else 0.0
-    if dropout > 0 and base.inner_steps > 0:
-        keep = 1.0 - dropout
-        task.inner_masks = torch.empty((base.inner_steps, x_s.shape[0], enc.hidden), dtype=dtype) \
-            .bernoulli_(keep).div_(keep)
-    if train and not base.query_eval and dropout > 0:
-        keep = 1.0 - dropout
-        task.query_mask = torch.empty((x_q.shape[0], enc.hidden), dtype=dtype).bernoulli_(keep).div_(keep)
+    if base.inner_steps > 0:
+        task.inner_masks = closed_form.dropout_masks((base.inner_steps, x_s.shape[0], enc.hidden), dropout, dtype)
+    if not base.query_eval:
+        task.query_mask = closed_form.dropout_masks((x_q.shape[0], enc.hidden), dropout, dtype)
     return task
 
 
@@ -242,14 +222,8 @@ class _Rows:
         self.index = torch.from_numpy(np.concatenate([np.arange(n) + i * self.rows for i, n in enumerate(self.sizes)]))
         self.parts = [_csr_parts(b) for b in blocks]
         self.sparse = all(p is not None for p in self.parts)
-        if self.sparse:
-            offsets = np.cumsum([0] + [len(d) for d, _, _ in self.parts])
-            self.indptr = np.concatenate([[0]] + [ptr[1:] + o for (_, _, ptr), o in zip(self.parts, offsets[:-1])])
-            self.indices = [idx for _, idx, _ in self.parts]
-            data = [d for d, _, _ in self.parts]
-            if col_scale is not None:
-                data = [d * col_scale[i][idx] for i, (d, idx) in enumerate(zip(data, self.indices))]
-            self.data = np.concatenate(data)
+        if self.sparse and col_scale is not None:
+            self.parts = [(d * col_scale[i][idx], idx, ptr) for i, (d, idx, ptr) in enumerate(self.parts)]
         self.col_scale = col_scale
         self._blocks: Dict[str, sp.csr_matrix] = {}
 
@@ -258,8 +232,8 @@ class _Rows:
         if by not in self._blocks:
             shift = self.owners if by == "owner" else range(len(self.blocks))
             width = (self.runs if by == "owner" else len(self.blocks)) * self.width
-            indices = np.concatenate([idx + k * self.width for idx, k in zip(self.indices, shift)])
-            self._blocks[by] = sp.csr_matrix((self.data, indices, self.indptr), shape=(len(self.indptr) - 1, width))
+            data, indices, indptr = stack_csr_parts(self.parts, [k * self.width for k in shift])
+            self._blocks[by] = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, width))
         return self._blocks[by]
 
     def _scatter(self, flat: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,16 @@ def _propagation(enc, inputs, dtype) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else parts[0] @ parts[1]  # [pool, Â_sub] when not pre-multiplied
 
 
+def dropout_masks(shape, dropout: float, dtype, device=None) -> Optional[torch.Tensor]:
+    """Inverted-dropout masks (kept entries ``1 / (1 - dropout)``) drawn from the default generator
+    exactly as ``F.dropout`` draws them, so that ``(steps, rows, hidden)`` masks at once consume
+    the stream of one ``F.dropout`` per step; None when ``dropout`` is 0."""
+    if dropout <= 0:
+        return None
+    keep = 1.0 - dropout
+    return torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep).div_(keep)
+
+
 def adapt(learner, adapted: Params, inputs, targets: torch.Tensor, cond, steps: int, lr: float,
           dropout: float) -> Params:
     """``steps`` first-order inner steps in closed form; returns the adapted parameters.
@@ -86,10 +96,7 @@ def adapt(learner, adapted: Params, inputs, targets: torch.Tensor, cond, steps: 
     prop = _propagation(learner.encoder, inputs, dtype)
     z = x.matmul(w1_in.t()) + b1
     gram = x.gram(None if scale is None else scale * scale).to(dtype) + 1.0  # + 1 1^T: the bias's share
-    keep = 1.0 - dropout
-    # All masks at once: the same random stream as one F.dropout per step.
-    masks = torch.empty((steps,) + tuple(z.shape), dtype=dtype, device=z.device).bernoulli_(keep).div_(keep) \
-        if dropout > 0 else None
+    masks = dropout_masks((steps,) + tuple(z.shape), dropout, dtype, z.device)
     loop = _numpy_steps if z.device.type == "cpu" else _torch_steps
     coef, w2, b2, wh, bh = loop(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr)
     grad_w1 = x.tmatmul(coef).t()

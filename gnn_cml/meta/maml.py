@@ -96,11 +96,11 @@ class MAML(MetaLearner):
         prepare = getattr(self.encoder, "prepare", None)
         if prepare is None:
             return episode.support, episode.query
-        device = self.net.head.net[-1].weight.device if isinstance(self.net.head.net[-1], nn.Linear) else \
-            next(self.parameters()).device
-        if device.type == "cpu":
-            return prepare(episode.support), prepare(episode.query)
-        return _to(prepare(episode.support), device), _to(prepare(episode.query), device)
+        support, query = prepare(episode.support), prepare(episode.query)
+        device = next(self.parameters()).device
+        if device.type != "cpu":
+            support, query = _to(support, device), _to(query, device)
+        return support, query
 
     def condition(self, episode: Episode, params: Params, train: bool):
         """Task conditioning computed from meta-parameters (AMM-GNN overrides it)."""

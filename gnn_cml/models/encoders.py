@@ -208,16 +208,7 @@ class SubgraphGCN(GraphEncoder):
         if collapse:
             # No output activation: pooling commutes with the last layer, pool(Â h W + b) = (pool Â) h W + b,
             # so the last layer needs one n x R row block instead of the R x R subgraph adjacency.
-            pool_adj = np.zeros((len(nodes), total), np.float32)
-            for i, (part, a) in enumerate(zip(parts, bounds[:-1])):
-                size = len(part.nodes)
-                if self.pool == "mean":
-                    pool_adj[i, a:a + size] = np.bincount(part.adj_indices, part.adj_data, size) / size
-                else:
-                    c = int(np.searchsorted(part.nodes, nodes[i]))
-                    lo, hi = part.adj_indptr[c], part.adj_indptr[c + 1]
-                    pool_adj[i, a + part.adj_indices[lo:hi]] = part.adj_data[lo:hi]
-            inputs["pool_adj"] = RowBlock.from_matrix(pool_adj)
+            inputs["pool_adj"] = RowBlock.from_matrix(self.pooled_adjacency(nodes, parts, bounds))
         if self.num_layers > 2 or not collapse:
             blocks = _stack_csr([(p.adj_data, p.adj_indices, p.adj_indptr) for p in parts], total, bounds)
             inputs["adj"] = RowBlock.from_matrix(blocks)
@@ -232,6 +223,28 @@ class SubgraphGCN(GraphEncoder):
             inputs["pool"] = RowBlock.from_matrix(pool)
         return inputs
 
+    def pooled_adjacency(self, nodes: np.ndarray, parts, bounds: np.ndarray) -> np.ndarray:
+        """``pool @ Â_sub`` for the nodes' stacked subgraphs ``parts`` (rows ``bounds[i]:bounds[i+1]``):
+        one row per node, its subgraph's mean row of ``Â_sub`` (``pool='mean'``) or its centre's row.
+        Each node's row depends on the node only and is cached."""
+        cache = self.__dict__.setdefault("_pool_rows", {})
+        out = np.zeros((len(nodes), int(bounds[-1])), np.float32)
+        for i, (v, part) in enumerate(zip(nodes, parts)):
+            key = (int(v), self.hops, self.pool)
+            row = cache.get(key)
+            if row is None:
+                size = len(part.nodes)
+                if self.pool == "mean":
+                    row = (np.bincount(part.adj_indices, part.adj_data, size) / size).astype(np.float32)
+                else:
+                    c = int(np.searchsorted(part.nodes, v))
+                    lo, hi = part.adj_indptr[c], part.adj_indptr[c + 1]
+                    row = np.zeros(size, np.float32)
+                    row[part.adj_indices[lo:hi]] = part.adj_data[lo:hi]
+                cache[key] = row
+            out[i, bounds[i]:bounds[i + 1]] = row
+        return out
+
     def forward(self, inputs, cond=None, training: bool = True) -> torch.Tensor:
         first = self.layers[0]
         h = self._input_product(inputs, first.weight) + first.bias
@@ -244,15 +257,21 @@ class SubgraphGCN(GraphEncoder):
         return inputs["pool"].matmul(self.out_act(h))
 
 
-def _stack_csr(parts, width: int, column_offsets=None) -> sp.csr_matrix:
-    """Row-stack raw CSR parts ``(data, indices, indptr)``; with ``column_offsets`` part ``i``'s
-    columns shift by ``column_offsets[i]`` (a block-diagonal matrix)."""
+def stack_csr_parts(parts, column_offsets=None):
+    """Row-stack raw CSR parts ``(data, indices, indptr)`` into one ``(data, indices, indptr)``;
+    with ``column_offsets`` part ``i``'s columns shift by ``column_offsets[i]`` (e.g. a
+    block-diagonal matrix)."""
     offsets = np.cumsum([0] + [len(d) for d, _, _ in parts])
     indptr = np.concatenate([[0]] + [ptr[1:] + off for (_, _, ptr), off in zip(parts, offsets[:-1])])
     indices = [idx for _, idx, _ in parts] if column_offsets is None else \
-        [idx + c for (_, idx, _), c in zip(parts, column_offsets[:-1])]
-    return sp.csr_matrix((np.concatenate([d for d, _, _ in parts]), np.concatenate(indices), indptr),
-                         shape=(int(indptr.shape[0] - 1), int(width)))
+        [idx + c for (_, idx, _), c in zip(parts, column_offsets)]
+    return np.concatenate([d for d, _, _ in parts]), np.concatenate(indices), indptr
+
+
+def _stack_csr(parts, width: int, column_offsets=None) -> sp.csr_matrix:
+    """:func:`stack_csr_parts` as a scipy CSR matrix ``width`` columns wide."""
+    data, indices, indptr = stack_csr_parts(parts, column_offsets)
+    return sp.csr_matrix((data, indices, indptr), shape=(int(indptr.shape[0] - 1), int(width)))
 
 
 ENCODERS = {"gcn": GCN, "sgc": SGC, "sage": SAGE, "gat": GAT, "subgraph_gcn": SubgraphGCN}
