@@ -20,9 +20,10 @@ Settings, lowest first: built-in defaults < per-graph defaults < per-method defa
 FILE.yaml < options. Where a default depends on --method or --graph the option says so; the run
 directory's config.yaml holds the values a run actually used."""
 
+_EXAMPLE = methods.table3_methods()[0]
 EPILOG = f"""examples:
-  gnn-cml train --graph cora --method {methods.table3_methods()[0]} --cml --ways 2 --shots 5
-  gnn-cml train --config configs/citeseer.yaml --out runs/citeseer-gmeta-cml
+  gnn-cml train --graph cora --method {_EXAMPLE} --cml --ways 2 --shots 5
+  gnn-cml train --config configs/citeseer.yaml --out runs/citeseer-{_EXAMPLE}-cml
 Progress goes to stderr (one line per validation when stderr is not a terminal); the final JSON
 summary line goes to stdout."""
 
