@@ -109,7 +109,8 @@ def bench(graph_name, method, shots, args, cache):
     import torch
 
     from reference_code import gmeta_ammgnn as ref
-    from gnn_cml.data import default_split, load_graph
+    from gnn_cml.data import load_graph
+    from gnn_cml.sampling import default_split
     from gnn_cml.engine.trainer import Trainer, TrainerConfig
     from gnn_cml.models import PreparedGraph
     from gnn_cml.sampling import EpisodeSampler

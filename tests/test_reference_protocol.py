@@ -34,7 +34,8 @@ def test_reference_split_rule_gives_the_papers_classes(graph):
 
 
 def test_default_split_of_the_real_graphs(shared_data):
-    from gnn_cml.data import default_split, load_graph
+    from gnn_cml.data import load_graph
+    from gnn_cml.sampling import default_split
 
     for graph in ("citeseer", "cora"):
         split = default_split(load_graph(graph, shared_data))

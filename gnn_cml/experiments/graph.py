@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml
-from gnn_cml.data import cache_root, data_root, default_split, load_graph
+from gnn_cml.data import cache_root, data_root, load_graph
 from gnn_cml.engine import distributed as dist
 from gnn_cml.engine.checkpoint import RunFiles, load_checkpoint, save_checkpoint, write_json
 from gnn_cml.engine.metrics import ci_note, fmt_mean_ci, mean_ci95
@@ -24,7 +24,7 @@ from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.meta.factory import build_learner, learner_class
 from gnn_cml.methods import get as get_method
 from gnn_cml.models.graph import PreparedGraph
-from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet, derive_seed
+from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet, default_split, derive_seed
 from gnn_cml.sampling.episodes import ResampledTasks, tasks_digest
 
 _STREAM = {"train": 1, "val": 2, "test": 3}

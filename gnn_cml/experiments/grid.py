@@ -13,10 +13,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gnn_cml import methods as registry
 from gnn_cml.config import EXECUTION_KEYS, resolve
-from gnn_cml.data import default_split, graph_info, load_graph
+from gnn_cml.data import graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.experiments.paired import link_pair, load_results, pair_runs, t_interval
-from gnn_cml.sampling import ClassSplit, distinct_split_seeds
+from gnn_cml.sampling import ClassSplit, default_split, distinct_split_seeds
 
 # (graph, ways, shots) cells of Table 3, plus Cora as an extra.
 SETTINGS: Dict[str, List[Tuple[int, int]]] = {
@@ -138,8 +138,9 @@ def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
 
 @dataclass
 class Arm:
-    """One finished arm of a cell and split: its label (``gmeta``, ``gmeta+cml``, ``gmeta+dagger``,
-    ``tlp-dgi``), its base method, its kind (``base``, ``cml``, ``dagger`` or ``baseline``) and results."""
+    """One finished arm of a cell and split: its label (``<method>``, ``<method>+cml``, ``<method>+dagger``
+    or a baseline's arm name), its base method, its kind (``base``, ``cml``, ``dagger`` or ``baseline``)
+    and its results."""
 
     graph: str
     ways: int
