@@ -151,6 +151,12 @@ GRAPH_DEFAULTS: Dict[str, Dict[str, Any]] = {
 _FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
+def method_label(cfg: RunConfig) -> str:
+    """The method as summaries and default run folders name it: ``maml``, ``gmeta+cml``, ``tlp-dgi``
+    (a pretraining is part of the name, so DGI and supervised runs never share a folder)."""
+    return cfg.method + (f"-{cfg.pretrain}" if cfg.pretrain else "") + ("+cml" if cfg.cml else "")
+
+
 def describe_default(name: str) -> str:
     """The default of config key ``name`` as ``train --help`` shows it, with its per-method/graph values."""
     default = _FIELDS[name].default

@@ -385,6 +385,19 @@ def test_user_graph_csr_parts(tmp_path):
     x = sp.csr_matrix(arrays.pop("x"))
     data = load_npz_graph(save(tmp_path, **arrays, x_data=x.data, x_indices=x.indices,
                                x_indptr=x.indptr, x_shape=np.array(x.shape)))
+    # One rule for every graph: x is dense when it fits (as Cora, CiteSeer), whatever the file holds.
+    assert data.x.layout == torch.strided and data.x.dtype == torch.float32
+    assert np.array_equal(data.x.numpy(), x.toarray())
+
+
+def test_user_graph_csr_beyond_the_dense_limit_stays_sparse(tmp_path, monkeypatch):
+    from gnn_cml.data import user_graph
+
+    monkeypatch.setattr(user_graph, "DENSE_LIMIT_BYTES", 10)
+    arrays = user_arrays()
+    x = sp.csr_matrix(arrays.pop("x"))
+    data = load_npz_graph(save(tmp_path, **arrays, x_data=x.data, x_indices=x.indices,
+                               x_indptr=x.indptr, x_shape=np.array(x.shape)))
     assert data.x.layout == torch.sparse_csr
     assert np.array_equal(data.x.to_dense().numpy(), x.toarray())
 

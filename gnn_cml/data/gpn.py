@@ -20,7 +20,7 @@ import torch
 from torch_geometric.data import Data, download_url
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, verify_file
-from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor
+from gnn_cml.data.user_graph import READ_ERRORS, features_tensor
 from gnn_cml.errors import GnnCmlError
 
 PREFIXES = {"amazon_clothing": "Amazon_clothing", "amazon_electronics": "Amazon_eletronics",
@@ -187,7 +187,7 @@ def load(root: Path, cache: Path, name: str) -> Data:
         tmp.replace(processed)
     x = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
                       shape=tuple(arrays["x_shape"]))
-    return Data(x=csr_tensor(x), edge_index=torch.from_numpy(arrays["edge_index"]),
+    return Data(x=features_tensor(x), edge_index=torch.from_numpy(arrays["edge_index"]),
                 y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x_shape"][0]),
                 train_classes=torch.from_numpy(arrays["train_classes"]),
                 test_classes=torch.from_numpy(arrays["test_classes"]))

@@ -21,10 +21,9 @@ from torch_geometric.datasets import Amazon, CitationFull, Coauthor
 from torch_geometric.utils import remove_self_loops, to_undirected
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
-from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor, read_npz_cache, write_npz_cache
+from gnn_cml.data.user_graph import DENSE_LIMIT_BYTES, READ_ERRORS, csr_tensor, read_npz_cache, write_npz_cache
 from gnn_cml.errors import GnnCmlError
 
-DENSE_LIMIT_BYTES = 100 * 2 ** 20
 _CACHE_VERSION = 1
 _CACHE_NAME = "gnn_cml_graph.npz"
 

@@ -23,6 +23,19 @@ _HOW = "save it with np.savez(path, edge_index=..., x=..., y=...)"
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
+# Every loader's rule for node features: ``data.x`` is a dense float32 tensor when the dense matrix
+# takes at most this many bytes, else a sparse CSR tensor (the wide bag-of-words graphs).
+DENSE_LIMIT_BYTES = 100 * 2 ** 20
+
+
+def features_tensor(matrix: sp.spmatrix) -> torch.Tensor:
+    """Sparse node features as ``data.x``: dense float32 when it fits :data:`DENSE_LIMIT_BYTES`, else CSR."""
+    n, f = matrix.shape
+    if n * f * 4 > DENSE_LIMIT_BYTES:
+        return csr_tensor(matrix)
+    return torch.from_numpy(sp.csr_matrix(matrix, dtype=np.float32).toarray())
+
+
 def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
     """A scipy sparse matrix as a float32 torch sparse CSR tensor."""
     m = sp.csr_matrix(matrix, dtype=np.float32)
@@ -40,7 +53,8 @@ def load_npz_graph(path: Path) -> Data:
     The archive holds ``edge_index`` (2 x E ints, 0-based), ``y`` (n ints; -1 marks
     an unlabelled node) and the node features, either dense ``x`` (n x F) or CSR
     parts ``x_data``, ``x_indices``, ``x_indptr``, ``x_shape``. Optional
-    ``train_classes``/``val_classes``/``test_classes`` fix the class split.
+    ``train_classes``/``val_classes``/``test_classes`` fix the class split. ``x`` is dense
+    whichever form the file holds, unless it exceeds :data:`DENSE_LIMIT_BYTES` (then sparse CSR).
     Every problem raises a one-line :class:`GnnCmlError` naming the fix.
     """
     path = Path(path)
@@ -144,7 +158,7 @@ def _csr_features(arrays, n: int, fail) -> torch.Tensor:
                    "save x.data, x.indices, x.indptr and x.shape of one scipy.sparse.csr_matrix"
                    ) from None
     _check_finite(m.data, "x_data", fail)
-    return csr_tensor(m)
+    return features_tensor(m)
 
 
 def _check_finite(values: np.ndarray, name: str, fail) -> None:
