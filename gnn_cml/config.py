@@ -98,14 +98,14 @@ class RunConfig:
     pretrain: Optional[str] = _opt(None, "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or "
                                          "supervised (GCN classifier on the training classes). Pretraining sees the "
                                          "whole graph's structure and features (transductive, as TLP) but never a "
-                                         "label of a validation or test class", default_text="dgi with tlp")
+                                         "label of a validation or test class", default_text="dgi")
     pretrain_epochs: Optional[int] = _opt(None, "--method tlp: pretraining epochs (dgi: the most, stops after 20 "
                                                 "without a lower loss)",
                                           default_text="dgi 300, grace 200, supervised 200")
     pretrain_lr: Optional[float] = _opt(None, "--method tlp: pretraining Adam learning rate",
                                         default_text="the pretraining method's")
     pretrain_hidden: Optional[int] = _opt(None, "--method tlp: embedding size",
-                                          default_text="dgi 512, grace 128 on Cora / 256, supervised 16")
+                                          default_text="dgi 512, grace 128 on Cora and 256 elsewhere, supervised 16")
     probe_c: Optional[float] = _opt(None, "--method tlp: inverse L2 strength of the logistic probe",
                                     default_text="1")
     probe_solver: Optional[str] = _opt(None, "--method tlp: torch (all tasks' probes at once by L-BFGS) or sklearn",
@@ -167,7 +167,10 @@ def describe_default(name: str) -> str:
             return "on" if value else "off"
         return "none" if value is None else value
 
-    text = f"default: {_FIELDS[name].metadata.get('default_text') or show(default)}"
+    stated = _FIELDS[name].metadata.get("default_text")
+    text = f"default: {stated or show(default)}"
+    if stated:  # the text already says every value (e.g. the tlp-only settings)
+        return text
     parts = []
     by_method: Dict[Any, List[str]] = {}
     for method, values in METHOD_DEFAULTS.items():

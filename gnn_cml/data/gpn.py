@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Tuple
 
 import numpy as np
 import scipy.io
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, verify_file
 from gnn_cml.data.user_graph import READ_ERRORS, features_tensor
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
 
 PREFIXES = {"amazon_clothing": "Amazon_clothing", "amazon_electronics": "Amazon_eletronics",
             "dblp": "dblp"}
@@ -36,6 +37,13 @@ KNOWN: Dict[str, Tuple[int, str]] = {
         (999514, "4aa2042f22bf88204552d770b9b8e4d65c6e19b188d44d216525a466ab23f4e1"),
 }
 _CACHE_VERSION = 1
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 def raw_files(name: str):
@@ -166,7 +174,7 @@ def parse(network: Path, train_mat: Path, test_mat: Path) -> Dict[str, np.ndarra
             "test_classes": np.searchsorted(classes, np.unique(test[1]))}
 
 
-def load(root: Path, cache: Path, name: str) -> Data:
+def load(root: Path, cache: Path, name: str) -> "Data":
     paths = _locate(root, cache, name)
     fingerprint = _fingerprint(paths.values())
     processed = cache / "gpn" / "processed" / f"{PREFIXES[name]}.npz"
@@ -187,6 +195,9 @@ def load(root: Path, cache: Path, name: str) -> Data:
         tmp.replace(processed)
     x = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
                       shape=tuple(arrays["x_shape"]))
+    import torch
+    from torch_geometric.data import Data
+
     return Data(x=features_tensor(x), edge_index=torch.from_numpy(arrays["edge_index"]),
                 y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x_shape"][0]),
                 train_classes=torch.from_numpy(arrays["train_classes"]),

@@ -13,15 +13,16 @@ import shutil
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
 
 import numpy as np
-import torch
-from torch_geometric.data import Data
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
 from gnn_cml.data.user_graph import READ_ERRORS
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
 
 _OGB_NAMES = {"ogbn_arxiv": "ogbn-arxiv"}
 RAW_FILES = ("edge.csv.gz", "node-feat.csv.gz", "node-label.csv.gz", "num-node-list.csv.gz")
@@ -113,7 +114,7 @@ def _fingerprint(raw: Path) -> np.ndarray:
                     dtype=np.int64)
 
 
-def load(root: Path, cache: Path, name: str) -> Data:
+def load(root: Path, cache: Path, name: str) -> "Data":
     folder = next((dataset_dir(r, name) for r in (root, cache) if available(r, name)), None)
     if folder is None:
         folder = _download(root if is_writable(root) else cache, name)
@@ -135,5 +136,8 @@ def load(root: Path, cache: Path, name: str) -> Data:
         with open(tmp, "wb") as fh:
             np.savez(fh, fingerprint=fingerprint, **arrays)
         tmp.replace(processed)
+    import torch
+    from torch_geometric.data import Data
+
     return Data(x=torch.from_numpy(arrays["x"]), edge_index=torch.from_numpy(arrays["edge_index"]),
                 y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x"].shape[0]))

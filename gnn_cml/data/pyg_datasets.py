@@ -11,25 +11,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, NamedTuple
+from typing import TYPE_CHECKING, Dict, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
-from torch_geometric.datasets import Amazon, CitationFull, Coauthor
-from torch_geometric.utils import remove_self_loops, to_undirected
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
 from gnn_cml.data.user_graph import DENSE_LIMIT_BYTES, READ_ERRORS, csr_tensor, read_npz_cache, write_npz_cache
 from gnn_cml.errors import GnnCmlError
 
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
+
 _CACHE_VERSION = 1
 _CACHE_NAME = "gnn_cml_graph.npz"
 
 
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
+
+
 class _Spec(NamedTuple):
-    cls: type  # the PyG dataset class (only its download URL is used)
+    cls: str  # the PyG dataset class in torch_geometric.datasets (only its download URL is used)
     pyg_name: str  # its ``name`` argument
     folder: str  # <root>/<folder>/<dir>/raw/<raw> is our layout
     dir: str  # the dataset folder PyG uses under its root
@@ -37,10 +43,10 @@ class _Spec(NamedTuple):
 
 
 _SPECS = {
-    "corafull": _Spec(CitationFull, "Cora", "citationfull", "cora", "cora.npz"),
-    "amazon_computers": _Spec(Amazon, "Computers", "amazon", "Computers",
+    "corafull": _Spec("CitationFull", "Cora", "citationfull", "cora", "cora.npz"),
+    "amazon_computers": _Spec("Amazon", "Computers", "amazon", "Computers",
                               "amazon_electronics_computers.npz"),
-    "coauthor_cs": _Spec(Coauthor, "CS", "coauthor", "CS", "ms_academic_cs.npz"),
+    "coauthor_cs": _Spec("Coauthor", "CS", "coauthor", "CS", "ms_academic_cs.npz"),
 }
 
 
@@ -61,6 +67,9 @@ def parse_npz(path) -> Dict[str, np.ndarray]:
     attr.eliminate_zeros()
     attr.data[:] = 1
     n = attr.shape[0]
+    import torch
+    from torch_geometric.utils import remove_self_loops, to_undirected
+
     edge_index = torch.from_numpy(np.stack([adj.row, adj.col]).astype(np.int64))
     edge_index, _ = remove_self_loops(edge_index)
     edge_index = to_undirected(edge_index, num_nodes=n)
@@ -69,7 +78,10 @@ def parse_npz(path) -> Dict[str, np.ndarray]:
             "edge_index": edge_index.numpy(), "y": y}
 
 
-def _to_data(arrays: Dict[str, np.ndarray]) -> Data:
+def _to_data(arrays: Dict[str, np.ndarray]) -> "Data":
+    import torch
+    from torch_geometric.data import Data
+
     attr = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
                          shape=tuple(arrays["x_shape"]))
     n, f = attr.shape
@@ -79,7 +91,7 @@ def _to_data(arrays: Dict[str, np.ndarray]) -> Data:
                 y=torch.from_numpy(arrays["y"]), num_nodes=n)
 
 
-def read_npz(path: str) -> Data:
+def read_npz(path: str) -> "Data":
     """PyG's ``read_npz`` (binary features, no self-loops, undirected) without densifying ``x``."""
     return _to_data(parse_npz(path))
 
@@ -103,7 +115,10 @@ def available(root: Path, name: str) -> bool:
 
 
 def _url(spec: _Spec) -> str:
-    return spec.cls.url.format(spec.dir) if "{}" in spec.cls.url else spec.cls.url + spec.raw
+    import torch_geometric.datasets
+
+    url = getattr(torch_geometric.datasets, spec.cls).url
+    return url.format(spec.dir) if "{}" in url else url + spec.raw
 
 
 def _download(url: str, raw: Path, filename: str) -> Path:
@@ -122,7 +137,7 @@ def _fingerprint(path: Path) -> np.ndarray:
     return np.array([_CACHE_VERSION, s.st_size, s.st_mtime_ns, s.st_ino], dtype=np.int64)
 
 
-def load(root: Path, cache: Path, name: str) -> Data:
+def load(root: Path, cache: Path, name: str) -> "Data":
     spec = _SPECS[name]
     raw = _raw_dir(root, name)
     if not available(root, name):  # downloads land in the root, or the cache for a read-only root

@@ -6,14 +6,16 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data
 
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    import torch
+    from torch_geometric.data import Data
 
 _CSR_PARTS = ("x_data", "x_indices", "x_indptr", "x_shape")
 _CLASS_KEYS = ("train_classes", "val_classes", "test_classes")
@@ -28,16 +30,20 @@ READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib
 DENSE_LIMIT_BYTES = 100 * 2 ** 20
 
 
-def features_tensor(matrix: sp.spmatrix) -> torch.Tensor:
+def features_tensor(matrix: sp.spmatrix) -> "torch.Tensor":
     """Sparse node features as ``data.x``: dense float32 when it fits :data:`DENSE_LIMIT_BYTES`, else CSR."""
+    import torch
+
     n, f = matrix.shape
     if n * f * 4 > DENSE_LIMIT_BYTES:
         return csr_tensor(matrix)
     return torch.from_numpy(sp.csr_matrix(matrix, dtype=np.float32).toarray())
 
 
-def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
+def csr_tensor(matrix: sp.spmatrix) -> "torch.Tensor":
     """A scipy sparse matrix as a float32 torch sparse CSR tensor."""
+    import torch
+
     m = sp.csr_matrix(matrix, dtype=np.float32)
     m.sum_duplicates()
     with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
@@ -47,7 +53,7 @@ def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
                                        torch.from_numpy(m.data), size=m.shape)
 
 
-def load_npz_graph(path: Path) -> Data:
+def load_npz_graph(path: Path) -> "Data":
     """Load and validate a user graph from ``path``.
 
     The archive holds ``edge_index`` (2 x E ints, 0-based), ``y`` (n ints; -1 marks
@@ -100,6 +106,9 @@ def load_npz_graph(path: Path) -> Data:
     n = y.shape[0]
     x = _dense_features(arrays["x"], n, fail) if "x" in arrays else _csr_features(arrays, n, fail)
     edge_index = _edges(arrays["edge_index"], n, fail)
+    import torch
+    from torch_geometric.data import Data
+
     data = Data(x=x, edge_index=edge_index, y=torch.from_numpy(y), num_nodes=n)
     for key, classes in _class_split(arrays, y, fail).items():
         setattr(data, key, torch.from_numpy(classes))
@@ -129,7 +138,7 @@ def _labels(y: np.ndarray, fail) -> np.ndarray:
     return y
 
 
-def _dense_features(x: np.ndarray, n: int, fail) -> torch.Tensor:
+def _dense_features(x: np.ndarray, n: int, fail) -> "torch.Tensor":
     if x.ndim != 2 or x.shape[0] != n:
         raise fail(f"'x' must be (num_nodes x features) = ({n} x F) to match 'y', got shape {x.shape}",
                    "give one feature row per label")
@@ -137,10 +146,12 @@ def _dense_features(x: np.ndarray, n: int, fail) -> torch.Tensor:
         raise fail(f"'x' must be numeric, got dtype {x.dtype}", "store it as np.float32")
     x = x.astype(np.float32)
     _check_finite(x, "x", fail)
+    import torch
+
     return torch.from_numpy(x)
 
 
-def _csr_features(arrays, n: int, fail) -> torch.Tensor:
+def _csr_features(arrays, n: int, fail) -> "torch.Tensor":
     shape = arrays["x_shape"].reshape(-1)
     if shape.size != 2 or shape.dtype.kind not in "iu" or int(shape[0]) != n:
         raise fail(f"'x_shape' must be [num_nodes, features] = [{n}, F] to match 'y', "
@@ -168,7 +179,7 @@ def _check_finite(values: np.ndarray, name: str, fail) -> None:
                    "replace them (e.g. np.nan_to_num) before saving")
 
 
-def _edges(edge_index: np.ndarray, n: int, fail) -> torch.Tensor:
+def _edges(edge_index: np.ndarray, n: int, fail) -> "torch.Tensor":
     if edge_index.ndim != 2 or edge_index.shape[0] != 2:
         fix = "transpose it (edge_index.T)" if edge_index.ndim == 2 and edge_index.shape[1] == 2 else \
             "store the sources in row 0 and the targets in row 1"
@@ -178,6 +189,8 @@ def _edges(edge_index: np.ndarray, n: int, fail) -> torch.Tensor:
         bad = int(edge_index.max() if edge_index.max() >= n else edge_index.min())
         raise fail(f"'edge_index' refers to node {bad}, but there are {n} nodes (ids 0..{n - 1})",
                    "use 0-based node ids below len(y), or add the missing nodes to x and y")
+    import torch
+
     return torch.from_numpy(edge_index)
 
 

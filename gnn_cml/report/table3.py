@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from gnn_cml.config import EXECUTION_KEYS, resolve
+from gnn_cml.config import EXECUTION_KEYS, METHODS as ALL_METHODS, resolve
 from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
@@ -47,10 +47,31 @@ PAPER_SPLIT_SEED = 1234
 # Training budget of --quick (a smoke run); runs default to 3 there, the fewest with an unflagged CI.
 QUICK = {"episodes": 20, "val_every": 10, "val_tasks": 5, "test_tasks": 20, "inner_steps": 5}
 QUICK_RUNS = 3
+# The banner of every figure and report of a --quick run.
+QUICK_BANNER = "QUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
 DEFAULT_RUNS = 20
 # --study: the full grid of issue 11 (20 paired runs per cell; 5-shot cells over 5 class splits).
 STUDY = {"graphs": "citeseer,cora", "methods": "gmeta,ammgnn,maml", "shots": None, "runs": 20,
          "split_seeds": {1: "1", 5: "5"}, "dagger": True}
+
+
+# One hue per learner in every figure (table3.png, the gamma plot): learners in config.METHODS order,
+# then the TLP arms; +cml is a darker shade of its learner's hue, +dagger a lighter one.
+_COLOUR_ORDER = tuple(m for m in ALL_METHODS if m != "tlp") + BASELINES
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+
+
+def method_colour(name: str) -> Tuple[float, float, float]:
+    """The RGB colour of an arm (``gmeta``, ``gmeta+cml``, ``gmeta+dagger``, ``tlp-dgi``) in every figure."""
+    base, _, arm = name.partition("+")
+    index = _COLOUR_ORDER.index(base) if base in _COLOUR_ORDER else len(_COLOUR_ORDER) + sum(map(ord, base))
+    rgb = [int(_TAB10[index % len(_TAB10)][k:k + 2], 16) / 255 for k in (1, 3, 5)]
+    if arm == "cml":
+        return tuple(0.6 * c for c in rgb)
+    if arm:
+        return tuple(c + 0.5 * (1 - c) for c in rgb)
+    return tuple(rgb)
 
 
 def label(method: str, cml: bool) -> str:
@@ -443,7 +464,7 @@ def write_reports(report: Report, out: Path, command: str, quick: bool = False) 
     if rows:
         paths.append(_plot([r for r in rows if r.split == str(PAPER_SPLIT_SEED)] or rows, out / "table3.png", quick))
     if pairs:
-        paths.append(forest_plot(pairs, out / "table3_forest.png"))
+        paths.append(forest_plot(pairs, out / "table3_forest.png", quick))
     return paths
 
 
@@ -453,8 +474,9 @@ def forest_rows(pairs: List[PairRow]) -> List[PairRow]:
     return [r for r in pairs if r.split == "pooled" or (r.graph, r.setting, r.method, r.arm) not in pooled]
 
 
-def forest_plot(pairs: List[PairRow], path: Path) -> Path:
-    """Our Δ with its 95% CI per cell, the paper's Δ as a marker, a zero line."""
+def forest_plot(pairs: List[PairRow], path: Path, quick: bool = False) -> Path:
+    """Our Δ with its 95% CI per cell, the paper's Δ as a marker, a zero line (legend right of the axes,
+    where it hides no marker)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -485,11 +507,12 @@ def forest_plot(pairs: List[PairRow], path: Path) -> Path:
     ax.set_yticklabels([f"{r.graph} {r.setting} {r.arm_label} ({split_txt(r)})" for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("Δ test accuracy, arm − base (points)")
     # fig.suptitle centres on the figure, not on the axes that the long tick labels push right
-    fig.suptitle("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
-                 "several splits: t-CI over the per-split mean Δ)", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    title = ("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
+             "several splits: t-CI over the per-split mean Δ)")
+    fig.suptitle(title + (f"\n{QUICK_BANNER}" if quick else ""), fontsize=9, color="firebrick" if quick else "black")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside the axes
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -507,19 +530,17 @@ def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(cells)), 4.4))
     x = np.arange(len(cells))
-    palette = plt.get_cmap("tab20").colors  # pairs: dark (with CML) and light (base) of one hue
-    bases = list(dict.fromkeys(m.replace("+cml", "") for m in methods))
     shown: List[float] = []
     paper_labelled = False
     for i, m in enumerate(methods):
         got = {(r.graph, r.setting): r for r in rows if r.method == m}
-        hue, cml = bases.index(m.replace("+cml", "")), m.endswith("+cml")
-        color = palette[(2 * hue + (0 if cml else 1)) % len(palette)]
+        cml = m.endswith("+cml")
+        color = method_colour(m)
         pos = x - 0.4 + width * (i + 0.5)
         means = np.array([got[c].mean if c in got and got[c].mean is not None else np.nan for c in cells], float)
         errs = np.array([got[c].ci95 if c in got and got[c].ci95 is not None and got[c].ci95 == got[c].ci95
                          else 0.0 for c in cells], float)
-        ax.errorbar(pos, means, yerr=errs, fmt="s" if cml else "o", ms=6, color=color, ecolor=color, elinewidth=1.6,
+        ax.errorbar(pos, means, yerr=errs, fmt="s" if cml else "^" if "+" in m else "o", ms=6, color=color, ecolor=color, elinewidth=1.6,
                     capsize=0, markeredgecolor="black" if cml else color, label=f"{m} (ours ± 95% CI)")
         shown += [v for v in means - errs if v == v] + [v for v in means + errs if v == v]
         papers = np.array([got[c].paper if c in got and got[c].paper is not None else np.nan for c in cells], float)
@@ -540,7 +561,7 @@ def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
     ax.grid(axis="y", color="0.9")
     title = "Table 3 reproduction: ours (mean ± 95% CI over runs) vs paper (◇)"
     if quick:
-        title += "\nQUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
+        title += f"\n{QUICK_BANNER}"
     ax.set_title(title, fontsize=10, color="firebrick" if quick else "black")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
