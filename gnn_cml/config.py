@@ -113,7 +113,7 @@ class RunConfig:
     probe_scale: Optional[str] = _opt(None, "--method tlp: embedding scaling before the probe: minmax (per "
                                             "dimension over all nodes, as TLP) or none", default_text="minmax")
     pretrained: Optional[str] = _opt(None, "--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of "
-                                           "this earlier tlp run directory (same graph, seed and pretraining; "
+                                           "another tlp run directory (same graph, seed and pretraining; "
                                            "supervised: and class split), e.g. the 1-shot run for a 5-shot one",
                                      metavar="DIR", default_text="pretrain anew")
 
@@ -121,8 +121,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# What the reference code behind the paper's Table 3 uses per method (PAPER.md, "The reference
-# code, exactly"). Shared by every graph method: the reference class split, the reference
+# What the reference code behind the paper's Table 3 uses per method (docs/protocol.md). Shared by every graph method: the reference class split, the reference
 # initialisation, no activation on the GCN output, a first-order inner loop (RunConfig defaults).
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "maml": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001},

@@ -194,7 +194,7 @@ def test_pipe_output_is_line_by_line(tmp_path, shared_data, batched):
         assert any(line.startswith("runs 1-2/2 (run_0-run_1) · 2 runs batched · episode") and "run-episodes/s" in line
                    for line in lines), err
         assert any(line.startswith("runs 1-2/2 (run_0-run_1) · testing on 6 tasks") for line in lines), err
-        assert any(line.startswith("runs 1-2/2 (run_0-run_1) · the batch took") and "1/2 share" in line
+        assert any(line.startswith("runs 1-2/2 (run_0-run_1) · the batch took") and "its 1/2 share" in line
                    for line in lines), err
     for k in (1, 2):  # the console's run k is the folder run_<k-1>
         assert (out / f"run_{k - 1}" / "result.json").is_file()
@@ -202,7 +202,7 @@ def test_pipe_output_is_line_by_line(tmp_path, shared_data, batched):
             assert any(line.startswith(f"run {k}/2 (run_{k - 1}) · episode") for line in lines), err
             assert any(line.startswith(f"run {k}/2 (run_{k - 1}) · testing on 3 tasks") for line in lines), err
         assert any(line.startswith(f"run {k}/2 (run_{k - 1}) · test accuracy") and "%" in line
-                   and ("its share of the batch" in line) == batched for line in lines), err
+                   and ("its 1/2 share" in line) == batched for line in lines), err
     assert any("mean ± 95% CI over 2 runs" in line and "unreliable" in line for line in lines)
     stdout = done.stdout.strip().splitlines()
     assert len(stdout) == 1 and strict_loads(stdout[0])["runs"] == 2

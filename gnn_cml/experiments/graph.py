@@ -340,8 +340,9 @@ def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, r
         line.close()
     test_wall = time.perf_counter() - start
     test_seconds = test_wall / len(todo)
-    status(f"{label} · the batch took {train_wall:.0f} s training and {test_wall:.0f} s testing; each run's "
-           f"times below are its 1/{len(todo)} share", progress)
+    status(f"{label} · the batch took {train_wall:.0f} s training (validations included) and {test_wall:.0f} s "
+           f"testing; each run's line gives its 1/{len(todo)} share of the training steps and of the testing",
+           progress)
     return {run: _finish_run(task, run, out / f"run_{run}", learner, seed, trainer, s, test_seconds, progress,
                              batch=len(todo))
             for (run, learner, seed, trainer), s in zip(started, scores)}
@@ -402,7 +403,7 @@ def _finish_run(task: GraphTask, run: int, run_dir: Path, learner, seed: int, tr
             else f"{trainer.episode} episodes (the cap)")
     times = f"{trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test"
     if batch:
-        times = f"its share of the batch: {trainer.train_seconds:.1f} s training, {test_seconds:.1f} s test"
+        times = f"its 1/{batch} share: {trainer.train_seconds:.1f} s of training steps, {test_seconds:.1f} s of testing"
     status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
            f"{len(scores)} test tasks) · best val {100 * (trainer.best_score or 0.0):.1f}% @ episode "
            f"{trainer.best_episode} · {stop} · {times}", progress)

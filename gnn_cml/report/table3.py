@@ -50,7 +50,7 @@ QUICK_RUNS = 3
 # The banner of every figure and report of a --quick run.
 QUICK_BANNER = "QUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
 DEFAULT_RUNS = 20
-# --study: the full grid of issue 11 (20 paired runs per cell; 5-shot cells over 5 class splits).
+# --study: the full grid (20 paired runs per cell; 5-shot cells over 5 class splits).
 STUDY = {"graphs": "citeseer,cora", "methods": "gmeta,ammgnn,maml", "shots": None, "runs": 20,
          "split_seeds": {1: "1", 5: "5"}, "dagger": True}
 
@@ -589,7 +589,7 @@ def add_arguments(p) -> None:
                    help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner; "
                         "default: off, on with --study)")
     p.add_argument("--study", action="store_true",
-                   help="issue 11's full study: citeseer,cora; gmeta,ammgnn,maml ± CML and CML-dagger; 20 runs; "
+                   help="the full study: citeseer,cora; gmeta,ammgnn,maml ± CML and CML-dagger; 20 runs; "
                         "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override; default: off)")
     p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so per graph ({QUICK_RUNS} runs, few episodes; default: off)")
     add_output_arguments(p, "results/table3", "cells")
