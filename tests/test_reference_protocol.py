@@ -11,7 +11,7 @@ from gnn_cml.models import PreparedGraph
 from gnn_cml.sampling import ClassSplit, EpisodeSampler, distinct_split_seeds
 from reference_code import gmeta_ammgnn as ref
 
-# PAPER.md, "The reference code, exactly": classes of np.random.seed(1234) + np.random.choice.
+# docs/protocol.md, "Class split": classes of np.random.seed(1234) + np.random.choice.
 REFERENCE_SPLITS = {
     "citeseer": (6, (2, 2, 2), [3, 5], [0, 4], [2, 1]),
     "cora": (7, (3, 2, 2), [3, 5, 6], [4, 0], [2, 1]),

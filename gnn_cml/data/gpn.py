@@ -10,17 +10,18 @@ Layout here: ``<root>/gpn/{prefix}_network`` etc.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import numpy as np
 import scipy.io
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, verify_file
-from gnn_cml.data.source import READ_ERRORS, GraphSource, csr_parts, csr_tensor
+from gnn_cml.data.source import READ_ERRORS, GraphSource, csr_parts, features_tensor
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
 
 PREFIXES = {"amazon_clothing": "Amazon_clothing", "amazon_electronics": "Amazon_eletronics",
             "dblp": "dblp"}
@@ -34,6 +35,13 @@ KNOWN: Dict[str, Tuple[int, str]] = {
     "Amazon_eletronics_network":
         (999514, "4aa2042f22bf88204552d770b9b8e4d65c6e19b188d44d216525a466ab23f4e1"),
 }
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 def raw_files(name: str):
@@ -166,8 +174,11 @@ class GpnFiles(GraphSource):
     def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
         return parse(*paths)
 
-    def to_data(self, arrays: Dict[str, np.ndarray]) -> Data:
-        return Data(x=csr_tensor(csr_parts(arrays)), edge_index=torch.from_numpy(arrays["edge_index"]),
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        import torch
+        from torch_geometric.data import Data
+
+        return Data(x=features_tensor(csr_parts(arrays)), edge_index=torch.from_numpy(arrays["edge_index"]),
                     y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x_shape"][0]),
                     train_classes=torch.from_numpy(arrays["train_classes"]),
                     test_classes=torch.from_numpy(arrays["test_classes"]))

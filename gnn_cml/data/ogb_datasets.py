@@ -12,15 +12,16 @@ import shutil
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
-import torch
-from torch_geometric.data import Data
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
 from gnn_cml.data.source import GraphSource
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
 
 _OGB_NAMES = {"ogbn_arxiv": "ogbn-arxiv"}
 RAW_FILES = ("edge.csv.gz", "node-feat.csv.gz", "node-label.csv.gz", "num-node-list.csv.gz")
@@ -114,7 +115,10 @@ class OgbArchive(GraphSource):
     def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
         return parse(paths[0].parent)
 
-    def to_data(self, arrays: Dict[str, np.ndarray]) -> Data:
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        import torch
+        from torch_geometric.data import Data
+
         return Data(x=torch.from_numpy(arrays["x"]), edge_index=torch.from_numpy(arrays["edge_index"]),
                     y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x"].shape[0]))
 

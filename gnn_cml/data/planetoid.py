@@ -12,17 +12,18 @@ import pickle
 import warnings
 from itertools import repeat
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
-from torch_geometric.utils import coalesce, remove_self_loops
 
 from gnn_cml.data.paths import sha256_of
 from gnn_cml.data.source import CACHE_NAME, READ_ERRORS, GraphSource, csr_parts
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    import torch
+    from torch_geometric.data import Data
 
 _PYG_NAMES = {"cora": "Cora", "citeseer": "CiteSeer"}
 _RAW = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
@@ -47,6 +48,13 @@ KNOWN_SHA256: Dict[str, str] = {
     "ind.cora.x": "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab",
     "ind.cora.y": "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
 }
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 def raw_files(name: str):
@@ -109,7 +117,7 @@ def _dense(obj, path: Path) -> np.ndarray:
     return np.asarray(obj, dtype=np.float32)
 
 
-def _edge_index(graph, num_nodes: int) -> torch.Tensor:
+def _edge_index(graph, num_nodes: int) -> "torch.Tensor":
     """``torch_geometric.io.planetoid.edge_index_from_dict``."""
     if not isinstance(graph, dict):
         raise ValueError(f"expected a dict of adjacency lists, got {type(graph).__name__}")
@@ -118,6 +126,9 @@ def _edge_index(graph, num_nodes: int) -> torch.Tensor:
     for key, value in graph.items():
         rows += repeat(int(key), len(value))
         cols += [int(v) for v in value]
+    import torch
+    from torch_geometric.utils import coalesce, remove_self_loops
+
     edge_index = torch.stack([torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)])
     edge_index, _ = remove_self_loops(edge_index)
     return coalesce(edge_index, num_nodes=num_nodes, sort_by_row=False)
@@ -212,7 +223,10 @@ class Planetoid(GraphSource):
     def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
         return parse(paths[0].parent, name)
 
-    def to_data(self, arrays: Dict[str, np.ndarray]) -> Data:
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        import torch
+        from torch_geometric.data import Data
+
         x = csr_parts(arrays).toarray()
         return Data(x=torch.from_numpy(x.astype(np.float32, copy=False)),
                     edge_index=torch.from_numpy(arrays["edge_index"]),

@@ -11,23 +11,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
-from torch_geometric.datasets import Amazon, CitationFull, Coauthor
-from torch_geometric.utils import remove_self_loops, to_undirected
 
-from gnn_cml.data.source import CACHE_NAME, READ_ERRORS, GraphSource, csr_parts, csr_tensor
+from gnn_cml.data.source import CACHE_NAME, READ_ERRORS, GraphSource, csr_parts, features_tensor
 from gnn_cml.errors import GnnCmlError
 
-DENSE_LIMIT_BYTES = 100 * 2 ** 20
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 class _Spec(NamedTuple):
-    cls: type  # the PyG dataset class (only its download URL is used)
+    cls: str  # the PyG dataset class in torch_geometric.datasets (only its download URL is used)
     pyg_name: str  # its ``name`` argument
     folder: str  # <root>/<folder>/<dir>/raw/<raw> is our layout
     dir: str  # the dataset folder PyG uses under its root
@@ -35,10 +39,10 @@ class _Spec(NamedTuple):
 
 
 _SPECS = {
-    "corafull": _Spec(CitationFull, "Cora", "citationfull", "cora", "cora.npz"),
-    "amazon_computers": _Spec(Amazon, "Computers", "amazon", "Computers",
+    "corafull": _Spec("CitationFull", "Cora", "citationfull", "cora", "cora.npz"),
+    "amazon_computers": _Spec("Amazon", "Computers", "amazon", "Computers",
                               "amazon_electronics_computers.npz"),
-    "coauthor_cs": _Spec(Coauthor, "CS", "coauthor", "CS", "ms_academic_cs.npz"),
+    "coauthor_cs": _Spec("Coauthor", "CS", "coauthor", "CS", "ms_academic_cs.npz"),
 }
 
 
@@ -59,6 +63,9 @@ def parse_npz(path) -> Dict[str, np.ndarray]:
     attr.eliminate_zeros()
     attr.data[:] = 1
     n = attr.shape[0]
+    import torch
+    from torch_geometric.utils import remove_self_loops, to_undirected
+
     edge_index = torch.from_numpy(np.stack([adj.row, adj.col]).astype(np.int64))
     edge_index, _ = remove_self_loops(edge_index)
     edge_index = to_undirected(edge_index, num_nodes=n)
@@ -67,16 +74,16 @@ def parse_npz(path) -> Dict[str, np.ndarray]:
             "edge_index": edge_index.numpy(), "y": y}
 
 
-def _to_data(arrays: Dict[str, np.ndarray]) -> Data:
+def _to_data(arrays: Dict[str, np.ndarray]) -> "Data":
+    import torch
+    from torch_geometric.data import Data
+
     attr = csr_parts(arrays)
-    n, f = attr.shape
-    x = csr_tensor(attr) if n * f * 4 > DENSE_LIMIT_BYTES else torch.from_numpy(
-        attr.toarray().astype(np.float32))
-    return Data(x=x, edge_index=torch.from_numpy(arrays["edge_index"]),
-                y=torch.from_numpy(arrays["y"]), num_nodes=n)
+    return Data(x=features_tensor(attr), edge_index=torch.from_numpy(arrays["edge_index"]),
+                y=torch.from_numpy(arrays["y"]), num_nodes=attr.shape[0])
 
 
-def read_npz(path: str) -> Data:
+def read_npz(path: str) -> "Data":
     """PyG's ``read_npz`` (binary features, no self-loops, undirected) without densifying ``x``."""
     return _to_data(parse_npz(path))
 
@@ -118,12 +125,15 @@ class PygArchives(GraphSource):
     def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
         return parse_npz(paths[0])
 
-    def to_data(self, arrays: Dict[str, np.ndarray]) -> Data:
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
         return _to_data(arrays)
 
 
 def _url(spec: _Spec) -> str:
-    return spec.cls.url.format(spec.dir) if "{}" in spec.cls.url else spec.cls.url + spec.raw
+    import torch_geometric.datasets
+
+    url = getattr(torch_geometric.datasets, spec.cls).url
+    return url.format(spec.dir) if "{}" in url else url + spec.raw
 
 
 SOURCE = PygArchives()

@@ -5,7 +5,8 @@ the raw files' fingerprint.
 A loader subclasses :class:`GraphSource` and says where its raw files are (:meth:`raw_dir`,
 :meth:`raw_files`), how to fetch one (:meth:`download`), check them (:meth:`verify`: our sha256
 checks), parse them into plain arrays (:meth:`parse`) and turn those into a PyG ``Data``
-(:meth:`to_data`); :meth:`GraphSource.load` does the rest.
+(:meth:`to_data`); :meth:`GraphSource.load` does the rest. Loaders import torch and torch_geometric
+only where a graph is loaded, so that listing graphs (``gnn-cml datasets``) imports neither.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import scipy.sparse as sp
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
 
+# Every loader's rule for node features: ``data.x`` is a dense float32 tensor when the dense matrix
+# takes at most this many bytes, else a sparse CSR tensor (the wide bag-of-words graphs).
+DENSE_LIMIT_BYTES = 100 * 2 ** 20
 # What a damaged archive raises while numpy reads it.
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 CACHE_NAME = "gnn_cml_graph.npz"
@@ -62,6 +66,16 @@ def csr_tensor(matrix: sp.spmatrix):
         return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
                                        torch.from_numpy(m.indices.astype(np.int64)),
                                        torch.from_numpy(m.data), size=m.shape)
+
+
+def features_tensor(matrix: sp.spmatrix):
+    """Sparse node features as ``data.x``: dense float32 when it fits :data:`DENSE_LIMIT_BYTES`, else CSR."""
+    import torch
+
+    n, f = matrix.shape
+    if n * f * 4 > DENSE_LIMIT_BYTES:
+        return csr_tensor(matrix)
+    return torch.from_numpy(sp.csr_matrix(matrix, dtype=np.float32).toarray())
 
 
 def csr_parts(arrays: Dict[str, np.ndarray]) -> sp.csr_matrix:

@@ -220,11 +220,16 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
     def running(group):
         return [t for t in group if t.episode < t.cfg.episodes and not t.stopped_early]
 
-    def show(force: bool = False) -> None:
+    shown = [None]  # the (episode, running, stopped) state of the last line printed
+
+    def show(important: bool = False, force: bool = False) -> None:
         left = running(trainers)
         stopped = sum(t.stopped_early for t in trainers)
         best = [t.best_score for t in trainers if t.best_score is not None]
         episode = max((t.episode for t in left), default=max(t.episode for t in trainers))
+        state = (episode, len(left), stopped)
+        if force and state == shown[0]:
+            return
         rate = (sum(t.episode for t in trainers) - first) / max(time.monotonic() - started, 1e-9)
         parts = [f"{label} · {total} runs batched", f"episode {episode} (at most {trainers[0].cfg.episodes})",
                  f"{len(left)} training, {total - len(left)} done ({stopped} stopped early)"]
@@ -232,7 +237,8 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
             parts.append(f"mean best val {percent(float(np.mean(best)))}")
         if rate > 0:
             parts.append(f"{rate:.1f} run-episodes/s")
-        line.update(" · ".join(parts), important=force, force=force)
+        if line.update(" · ".join(parts), important=important or force, force=force):
+            shown[0] = state
 
     show(force=True)
     try:
@@ -241,6 +247,7 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
             by_episode.setdefault(t.episode, []).append(t)
         for group in by_episode.values():
             _fit_group(group, show)
+        show(force=True)  # the final state, whatever the rate limit held back
     finally:
         line.close()
         for t in trainers:
@@ -277,7 +284,7 @@ def _fit_group(trainers: List[Trainer], show) -> None:
                 batch.keep(left)
             elif not left:
                 batch.trainers = []
-            show(force=True)
+            show(important=True)  # validations: at most one line every MIN_INTERVAL_S through a pipe
         else:
             show()
 

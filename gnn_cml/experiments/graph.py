@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml
+from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml, method_label
 from gnn_cml.data import cache_root, data_root, load_graph
 from gnn_cml.engine import distributed as dist
 from gnn_cml.engine.checkpoint import RunFiles, load_checkpoint, save_checkpoint, write_json
@@ -142,7 +142,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     out = Path(out)
     if dist.is_main():
         check_output(out, resume, overwrite)
-    name = f"{get_method(cfg.method).name}{'+cml' if cfg.cml else ''}"
+    name = method_label(cfg)
     task = GraphTask.build(cfg, progress)
     if task_file is not None:
         tests = TaskSet.load(task_file)
@@ -166,10 +166,16 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
     dist.barrier()
-    status(f"training {name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {cfg.runs} run"
-           f"{'s' if cfg.runs > 1 else ''} of at most {cfg.episodes} episodes (validation every {cfg.val_every}, "
-           f"stop after {cfg.patience} without gain) -> {out}", progress)
+    runs_text = f"{cfg.runs} run{'s' if cfg.runs > 1 else ''}"
+    plan = probe.plan()
+    if plan:  # e.g. a learner without meta-training says what its runs do instead
+        status(f"{name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {runs_text}; {plan} -> {out}", progress)
+    else:
+        status(f"training {name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {runs_text} of at most "
+               f"{cfg.episodes} episodes (validation every {cfg.val_every}, stop after {cfg.patience} without "
+               f"gain) -> {out}", progress)
     started = time.perf_counter()
+    earlier_wall = _earlier_wall_time(out) if resume else 0.0
     done: Dict[int, Dict] = {}
     for run in range(cfg.runs):  # runs finished before (--resume) are reported and kept
         record = _finished_run(cfg, run, out / f"run_{run}", resume, progress)
@@ -180,12 +186,12 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     if why_not is None:
         done.update(train_runs_batched(task, tests, todo, out, resume, progress))
     else:
-        if cfg.batch_runs and len(todo) > 1:
+        if cfg.batch_runs and len(todo) > 1 and getattr(probe, "meta_trained", True):
             status(f"training the runs one after another: {why_not}", progress)
         for run in todo:
             done[run] = train_run(task, tests, run, out / f"run_{run}", resume, progress)
     runs: List[Dict] = [done[run] for run in range(cfg.runs)]
-    result = summarise(cfg, runs, time.perf_counter() - started, task.split)
+    result = summarise(cfg, runs, earlier_wall + time.perf_counter() - started, task.split)
     result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
         write_json(out / "results.json", result)
@@ -194,6 +200,15 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
            f"(mean ± 95% CI over {len(runs)} run{'s' if len(runs) > 1 else ''})"
            + (f"; CI {acc['ci95_note']}" if acc.get("ci95_note") else ""), progress)
     return result
+
+
+def _earlier_wall_time(out: Path) -> float:
+    """The wall time that earlier calls recorded in ``results.json`` (a resumed run adds its own to it;
+    the time of a call killed before writing ``results.json`` is not known)."""
+    try:
+        return float(json.loads((out / "results.json").read_text()).get("wall_time_s") or 0.0)
+    except (OSError, ValueError, AttributeError):
+        return 0.0
 
 
 def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
@@ -245,7 +260,7 @@ def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progres
     if not (resume and result_path.exists()):
         return None
     record = json.loads(result_path.read_text())
-    status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
+    status(f"{run_label(run, cfg.runs)} · finished before: test accuracy "
            f"{fmt_mean_ci(record['test_accuracy'], record.get('test_ci95'), unit='%')}", progress)
     return record
 
@@ -275,7 +290,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     seed = derive_seed(cfg.seed, 100 + run)
-    label = f"run {run + 1}/{cfg.runs}"
+    label = run_label(run, cfg.runs)
     learner = build_learner(cfg, task.graph, seed=seed)
     if not get_method(cfg.method).meta_trained:  # fit once (e.g. pretraining), no Trainer
         return learner, seed, None
@@ -301,20 +316,39 @@ def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Pa
     cfg = task.cfg
     started = [(run, *_start_run(task, run, out / f"run_{run}", resume, progress)) for run in todo]
     trainers = [trainer for _, _, _, trainer in started]
-    status(f"training runs {_runs_text(todo)} of {cfg.runs} as one batched computation", progress)
-    fit_batched(trainers, progress=progress and dist.is_main(), label=f"runs {_runs_text(todo)}/{cfg.runs}")
+    label = f"runs {_runs_text(todo)}/{cfg.runs} ({_folders_text(todo)})"
+    status(f"training runs {_runs_text(todo)} of {cfg.runs} ({_folders_text(todo)}) as one batched computation",
+           progress)
     start = time.perf_counter()
-    line = TaskProgress(f"runs {_runs_text(todo)}/{cfg.runs}", len(tests) * len(todo),
-                        enabled=progress and dist.is_main())
+    fit_batched(trainers, progress=progress and dist.is_main(), label=label)
+    train_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    line = TaskProgress(label, len(tests) * len(todo), enabled=progress and dist.is_main())
     try:
         scores = evaluate_batched([t.model.test_model() for t in trainers], [list(tests)] * len(trainers),
                                   [t.cfg.seed for t in trainers], progress=lambda done, total: line.task(done))
     finally:
         line.close()
-    test_seconds = (time.perf_counter() - start) / len(todo)
+    test_wall = time.perf_counter() - start
+    test_seconds = test_wall / len(todo)
+    status(f"{label} · the batch took {train_wall:.0f} s training (validations included) and {test_wall:.0f} s "
+           f"testing; each run's line gives its 1/{len(todo)} share of the training steps and of the testing",
+           progress)
     return {run: _finish_run(task, run, out / f"run_{run}", learner, seed, trainer, s, test_seconds, progress,
                              batch=len(todo))
             for (run, learner, seed, trainer), s in zip(started, scores)}
+
+
+def run_label(run: int, runs: int) -> str:
+    """``run 1/5 (run_0)``: the run's number as the console counts it and its folder."""
+    return f"run {run + 1}/{runs} (run_{run})"
+
+
+def _folders_text(runs: List[int]) -> str:
+    """``run_0-run_19`` for consecutive runs, else ``run_1,run_4``: the runs' folders."""
+    if runs == list(range(runs[0], runs[-1] + 1)):
+        return f"run_{runs[0]}-run_{runs[-1]}" if len(runs) > 1 else f"run_{runs[0]}"
+    return ",".join(f"run_{r}" for r in runs)
 
 
 def _runs_text(runs: List[int]) -> str:
@@ -350,13 +384,15 @@ def _finish_run(task: GraphTask, run: int, run_dir: Path, learner, seed: int, tr
                          train_seconds=trainer.train_seconds, test_seconds=test_seconds,
                          episodes_per_s=trainer.episode / trainer.train_seconds if trainer.train_seconds else None,
                          **({"batched_runs": batch} if batch else {}))
-    trainer.log_test(record["test_accuracy"] / 100, {"test_accuracy_ci95": record["test_ci95"] / 100})
+    trainer.log_test(record["test_accuracy"], {"test_accuracy_ci95": record["test_ci95"]})  # percent
     stop = (f"stopped early at episode {trainer.episode}" if trainer.stopped_early
             else f"{trainer.episode} episodes (the cap)")
+    times = f"{trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test"
+    if batch:
+        times = f"its 1/{batch} share: {trainer.train_seconds:.1f} s of training steps, {test_seconds:.1f} s of testing"
     status(f"{label} · test accuracy {fmt_mean_ci(record['test_accuracy'], record['test_ci95'], unit='%')} (95% CI over "
            f"{len(scores)} test tasks) · best val {100 * (trainer.best_score or 0.0):.1f}% @ episode "
-           f"{trainer.best_episode} · {stop} · {trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test",
-           progress)
+           f"{trainer.best_episode} · {stop} · {times}", progress)
     return record
 
 
@@ -365,9 +401,9 @@ def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_di
     """A run of a learner without meta-training: ``learner.fit`` (which saves and, on resume, reuses
     what it fitted under ``run_dir``), then ``learner.evaluate`` on the fixed test tasks."""
     cfg = task.cfg
-    label = f"run {run + 1}/{cfg.runs}"
+    label = run_label(run, cfg.runs)
     fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
-                         log_name=label, files=RunFiles())
+                         log_name=f"{label} · {method_label(cfg)}", files=RunFiles())
     start = time.perf_counter()
     scores = learner.evaluate(tests)
     record = _record_run(cfg, run, seed, run_dir, learner, scores, test_seconds=time.perf_counter() - start, **fitted)

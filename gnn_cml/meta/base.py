@@ -42,7 +42,8 @@ class MetaLearner(nn.Module):
     - :meth:`forward`: one task's loss (the outer objective's term), query logits, and the query
       features a co-learner reads (``None`` if it has none). ``train=False`` is meta-test mode
       (no dropout in the query pass, no second-order graph).
-    - :meth:`test_model`: the model evaluated at meta-test (CML returns its base learner here).
+    - :meth:`test_model`: the model evaluated at meta-test (CML returns its base learner here);
+      :meth:`plan` (optional): a line saying what a run does, when that is not meta-training.
     - ``adapts``: True when ``forward`` adapts the weights in an inner loop (CML needs one).
     - a method declared with ``meta_trained=False`` also provides ``fit(task, run_dir, seed,
       resume=False, progress=True, log_name="", files=None) -> dict`` (fields merged into the run's
@@ -101,6 +102,11 @@ class MetaLearner(nn.Module):
     def test_model(self) -> "MetaLearner":
         """The model used at meta-test (CML returns its base learner here)."""
         return self
+
+    def plan(self) -> Optional[str]:
+        """What each run does, for the experiment's header line, when the Trainer's episode budget does
+        not describe it (e.g. a learner without meta-training); None: the default header."""
+        return None
 
 
 def encoder_for(cfg, graph, **extra) -> nn.Module:

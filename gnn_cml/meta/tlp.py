@@ -193,12 +193,36 @@ def training_labels(y, train_classes: Sequence[int]):
     return torch.from_numpy(nodes), torch.from_numpy(np.searchsorted(classes, y[nodes])).long()
 
 
-def _epochs_bar(total: int, desc: str, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+class _EpochsProgress:
+    """Pretraining progress on stderr: a tqdm bar on a terminal; elsewhere (a pipe, a log file)
+    plain lines without carriage returns, one at the start, one every 30 s at most, one at the end."""
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    def __init__(self, total: int, desc: str, progress: bool):
+        from gnn_cml.engine.progress import Line, is_terminal  # lazy: progress is the engine's
+
+        self.total, self.desc, self.bar, self.line = total, desc, None, None
+        if not progress:
+            return
+        if is_terminal():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+        else:
+            self.line = Line(progress)
+            self.line.update(f"{desc} · epoch 0 (at most {total})", force=True)
+
+    def update(self, epoch: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+        elif self.line is not None:
+            self.line.update(f"{self.desc} · epoch {epoch} (at most {self.total}) · loss {loss:.4f}")
+
+    def close(self, epoch: int, loss: float, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.line is not None:
+            self.line.update(f"{self.desc} · done: {epoch} epochs in {seconds:.0f} s · loss {loss:.4f}", force=True)
 
 
 def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, train_labels=None,
@@ -262,7 +286,7 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     patience = settings.get("patience")
     best, best_state, bad, epoch, loss_value = math.inf, None, 0, 0, math.nan
-    bar = _epochs_bar(settings["epochs"], log_name, progress)
+    bar = _EpochsProgress(settings["epochs"], log_name, progress)
     model.train()
     for epoch in range(1, settings["epochs"] + 1):
         optimizer.zero_grad()
@@ -273,9 +297,7 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
                               f"and rerun with --overwrite")
         loss.backward()
         optimizer.step()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+        bar.update(epoch, loss_value)
         if patience:  # DGI: keep the lowest-loss encoder, stop after `patience` epochs without a new low
             if loss_value < best:
                 best, bad = loss_value, 0
@@ -284,13 +306,13 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
                 bad += 1
                 if bad >= patience:
                     break
-    if bar is not None:
-        bar.close()
+    seconds = time.perf_counter() - start
+    bar.close(epoch, loss_value, seconds)
     if best_state is not None:
         encoder.load_state_dict(best_state)
     encoder.eval()
     info = {"epochs": epoch, "final_loss": loss_value, "best_loss": None if best == math.inf else best,
-            "seconds": time.perf_counter() - start}
+            "seconds": seconds}
     return encoder, info
 
 
@@ -421,6 +443,15 @@ class TLP(MetaLearner):
     @classmethod
     def check_config(cls, cfg) -> None:
         check_pretrained(cfg)
+    def plan(self) -> str:
+        """What each run does, for the experiment's header line."""
+        s = self.settings
+        how = {"dgi": "Deep Graph Infomax", "grace": "GRACE (contrastive views)",
+               "supervised": "cross-entropy on the training classes' labels"}.get(s["pretrain"], s["pretrain"])
+        stop = f", stops after {s['patience']} without a lower loss" if s.get("patience") else ""
+        return (f"each run pretrains a GCN with {how} (at most {s['epochs']} epochs{stop}), then fits "
+                f"one logistic probe per test task on its support nodes (C = {self.probe_c:g}); no meta-training, "
+                f"no validation")
 
     def __init__(self, settings: Dict, graph, ways: int, probe_c: float = 1.0, probe_solver: str = "torch",
                  probe_scale: str = "minmax"):
@@ -460,7 +491,6 @@ class TLP(MetaLearner):
                 the experiment passes :class:`gnn_cml.engine.checkpoint.RunFiles`). Without it
                 nothing is read or written: the encoder is pretrained in memory.
         """
-        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
         path = Path(run_dir) / "encoder.pt"
         if files is None:
             if resume or task.cfg.option("pretrained"):
@@ -483,8 +513,10 @@ class TLP(MetaLearner):
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
                 raise GnnCmlError(f"{source} does not hold this run's encoder ({first}): delete it to pretrain "
                                   f"again, or use --overwrite") from None
-            if progress:
-                print(f"{log_name}: reusing the pretrained encoder in {source}", flush=True)
+            if progress:  # stderr: stdout holds only the JSON summary
+                from gnn_cml.engine.progress import status
+
+                status(f"{log_name}: reusing the pretrained encoder in {source}")
             if source != path:  # the run keeps its own copy
                 save(path, {"encoder": self.state_dict(), "pretrain": info})
             info["reused"] = True

@@ -26,10 +26,33 @@ for _m in (registry.get(name) for name in BASE_METHODS):
         PAPER.setdefault(_cell, {}).update({_m.name: _base, f"{_m.name}+cml": _cml})
 # Runs default to 3 under --quick (a smoke run), the fewest with an unflagged CI.
 QUICK_RUNS = 3
+# The banner of every figure and report of a --quick run.
+QUICK_BANNER = "QUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
 DEFAULT_RUNS = 20
-# --study: the full grid of issue 11 (20 paired runs per cell; 5-shot cells over 5 class splits).
+# --study: the full grid (20 paired runs per cell; 5-shot cells over 5 class splits).
 STUDY = {"graphs": "citeseer,cora", "methods": ",".join(BASE_METHODS), "shots": None, "runs": 20,
          "split_seeds": {1: "1", 5: "5"}, "dagger": True}
+
+
+# One hue per learner in every figure (table3.png, the gamma plot): learners in the registry's order (those
+# with named baseline arms by their arms, after them); +cml is a darker shade of its learner's hue, +dagger
+# a lighter one.
+_COLOUR_ORDER = tuple(m.name for m in registry.BUILTIN if not m.arms) + BASELINES
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+
+
+def method_colour(name: str) -> Tuple[float, float, float]:
+    """The RGB colour of an arm (``<method>``, ``<method>+cml``, ``<method>+dagger``, a baseline arm) in every
+    figure."""
+    base, _, arm = name.partition("+")
+    index = _COLOUR_ORDER.index(base) if base in _COLOUR_ORDER else len(_COLOUR_ORDER) + sum(map(ord, base))
+    rgb = [int(_TAB10[index % len(_TAB10)][k:k + 2], 16) / 255 for k in (1, 3, 5)]
+    if arm == "cml":
+        return tuple(0.6 * c for c in rgb)
+    if arm:
+        return tuple(c + 0.5 * (1 - c) for c in rgb)
+    return tuple(rgb)
 
 
 def paper_delta(graph: str, shots: int, method: str, arm: str) -> Optional[float]:
@@ -266,7 +289,7 @@ def write_reports(report: Report, out: Path, command: str, quick: bool = False) 
     if rows:
         paths.append(_plot([r for r in rows if r.split == str(PAPER_SPLIT_SEED)] or rows, out / "table3.png", quick))
     if pairs:
-        paths.append(forest_plot(pairs, out / "table3_forest.png"))
+        paths.append(forest_plot(pairs, out / "table3_forest.png", quick))
     return paths
 
 
@@ -276,8 +299,9 @@ def forest_rows(pairs: List[PairRow]) -> List[PairRow]:
     return [r for r in pairs if r.split == "pooled" or (r.graph, r.setting, r.method, r.arm) not in pooled]
 
 
-def forest_plot(pairs: List[PairRow], path: Path) -> Path:
-    """Our Δ with its 95% CI per cell, the paper's Δ as a marker, a zero line."""
+def forest_plot(pairs: List[PairRow], path: Path, quick: bool = False) -> Path:
+    """Our Δ with its 95% CI per cell, the paper's Δ as a marker, a zero line (legend right of the axes,
+    where it hides no marker)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -308,11 +332,12 @@ def forest_plot(pairs: List[PairRow], path: Path) -> Path:
     ax.set_yticklabels([f"{r.graph} {r.setting} {r.arm_label} ({split_txt(r)})" for r in reversed(rows)], fontsize=7)
     ax.set_xlabel("Δ test accuracy, arm − base (points)")
     # fig.suptitle centres on the figure, not on the axes that the long tick labels push right
-    fig.suptitle("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
-                 "several splits: t-CI over the per-split mean Δ)", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    title = ("Does CML help? Paired differences per cell\n(per split: paired-t CI over runs; "
+             "several splits: t-CI over the per-split mean Δ)")
+    fig.suptitle(title + (f"\n{QUICK_BANNER}" if quick else ""), fontsize=9, color="firebrick" if quick else "black")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside the axes
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -330,19 +355,17 @@ def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(cells)), 4.4))
     x = np.arange(len(cells))
-    palette = plt.get_cmap("tab20").colors  # pairs: dark (with CML) and light (base) of one hue
-    bases = list(dict.fromkeys(m.replace("+cml", "") for m in methods))
     shown: List[float] = []
     paper_labelled = False
     for i, m in enumerate(methods):
         got = {(r.graph, r.setting): r for r in rows if r.method == m}
-        hue, cml = bases.index(m.replace("+cml", "")), m.endswith("+cml")
-        color = palette[(2 * hue + (0 if cml else 1)) % len(palette)]
+        cml = m.endswith("+cml")
+        color = method_colour(m)
         pos = x - 0.4 + width * (i + 0.5)
         means = np.array([got[c].mean if c in got and got[c].mean is not None else np.nan for c in cells], float)
         errs = np.array([got[c].ci95 if c in got and got[c].ci95 is not None and got[c].ci95 == got[c].ci95
                          else 0.0 for c in cells], float)
-        ax.errorbar(pos, means, yerr=errs, fmt="s" if cml else "o", ms=6, color=color, ecolor=color, elinewidth=1.6,
+        ax.errorbar(pos, means, yerr=errs, fmt="s" if cml else "^" if "+" in m else "o", ms=6, color=color, ecolor=color, elinewidth=1.6,
                     capsize=0, markeredgecolor="black" if cml else color, label=f"{m} (ours ± 95% CI)")
         shown += [v for v in means - errs if v == v] + [v for v in means + errs if v == v]
         papers = np.array([got[c].paper if c in got and got[c].paper is not None else np.nan for c in cells], float)
@@ -363,7 +386,7 @@ def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
     ax.grid(axis="y", color="0.9")
     title = "Table 3 reproduction: ours (mean ± 95% CI over runs) vs paper (◇)"
     if quick:
-        title += "\nQUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
+        title += f"\n{QUICK_BANNER}"
     ax.set_title(title, fontsize=10, color="firebrick" if quick else "black")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
@@ -392,7 +415,7 @@ def add_arguments(p) -> None:
                    help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner; "
                         "default: off, on with --study)")
     p.add_argument("--study", action="store_true",
-                   help=f"issue 11's full study: {STUDY['graphs']}; {STUDY['methods']} ± CML and CML-dagger; 20 runs; "
+                   help=f"the full study: {STUDY['graphs']}; {STUDY['methods']} ± CML and CML-dagger; 20 runs; "
                         "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override; default: off)")
     p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so per graph ({QUICK_RUNS} runs, few episodes; default: off)")
     add_output_arguments(p, "results/table3", "cells")
