@@ -20,7 +20,10 @@ scored on the query nodes. Three pretrainings (``--pretrain``):
   meta-learners' backbone) plus a linear classifier, trained with cross-entropy on the labelled
   nodes of the *training classes only* (Kipf & Welling's Adam lr 0.01, weight decay 5e-4,
   200 epochs); the probe reads the 16-d GCN output. (TLP's own "supervised" variant is a
-  supervised-contrastive loss; this is the plain classifier.)
+  supervised-contrastive loss; this is the plain classifier.) Trained on C classes, that output
+  collapses onto their (C - 1)-dimensional discriminant (:func:`embedding_stats`; README, "Why
+  the supervised probe sits at chance"), so the probe separates two unseen classes only as far
+  as they differ along it.
 
 Every encoder is initialised as ``GCNConv`` (Glorot weights, zero bias), runs on GCNConv's
 ``D^-1/2 (A+I) D^-1/2`` (``norm: sym``, tlp's default) and reads row-normalised features
