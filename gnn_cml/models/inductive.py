@@ -125,12 +125,13 @@ class PhaseGraphs:
         if self.setting == "transductive":
             whole = counts(self.test, None)
             return {"setting": self.setting, "phases": {p: whole for p in PHASES},
-                    "setting_description": "every phase (meta-training, pretraining, validation, test) sees the whole "
-                                   "graph's nodes, features and edges; only labels outside the phase's classes "
-                                   "are hidden"}
+                    "setting_description": "every phase (meta-training, pretraining, validation, test) sees the "
+                                           "whole graph's nodes, features and edges; only labels outside the "
+                                           "phase's classes are hidden"}
         return {"setting": self.setting,
                 "phases": {"train": counts(self.train, self.classes["train"]),
                            "val": counts(self.val, self.classes["val"]), "test": counts(self.test, None)},
-                "setting_description": "meta-training and pretraining see the subgraph induced by the training classes' "
-                               "nodes; validation (early stopping) the subgraph induced by the training and "
-                               "validation classes' nodes; test tasks the whole graph, with the trained weights"}
+                "setting_description": "meta-training and pretraining see the subgraph induced by the training "
+                                       "classes' nodes; validation (early stopping) the subgraph induced by the "
+                                       "training and validation classes' nodes; test tasks the whole graph, with "
+                                       "the trained weights"}
