@@ -23,6 +23,7 @@ from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tas
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.models.graph import PreparedGraph
+from gnn_cml.models.inductive import PhaseGraphs, bind_graph
 from gnn_cml.report.paired import tasks_digest
 from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
 from gnn_cml.sampling.episodes import ResampledTasks
@@ -43,6 +44,7 @@ class GraphTask:
     data: object
     graph: PreparedGraph
     split: ClassSplit
+    graphs: Optional[PhaseGraphs] = None  # the graph each phase sees (--setting)
 
     @classmethod
     def build(cls, cfg: RunConfig, progress: bool = False) -> "GraphTask":
@@ -58,6 +60,11 @@ class GraphTask:
         for part, queries in (("train", cfg.queries), ("val", cfg.queries), ("test", cfg.test_queries)):
             task.sampler(part, queries, seed=0)
         task.graph = PreparedGraph(data, norm=cfg.norm)
+        task.graphs = PhaseGraphs.build(data, task.graph, cfg.setting, split.train, split.val)
+        if cfg.setting != "transductive":
+            status(f"{cfg.setting} setting: training sees {len(task.graphs.train.visible):,} nodes (training "
+                   f"classes), validation {len(task.graphs.val.visible):,} (training and validation classes), "
+                   f"test all {int(data.num_nodes):,}", progress)
         return task
 
     def split_provenance(self) -> Dict:
@@ -166,7 +173,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     if dist.is_main():
         prepare_output(out, cfg, resume, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance()))
+        write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance(),
+                                            **task.graphs.describe()))
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
     dist.barrier()
@@ -300,7 +308,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
         run_dir.mkdir(parents=True, exist_ok=True)
     seed = derive_seed(cfg.seed, 100 + run)
     label = run_label(run, cfg.runs)
-    learner = build_learner(cfg, task.graph, seed=seed)
+    learner = build_learner(cfg, task.graphs.train, seed=seed)
     if not getattr(learner, "meta_trained", True):  # e.g. tlp: fit once (pretraining), no Trainer
         return learner, seed, None
     learner.to(resolve_device(cfg.device))
@@ -312,8 +320,15 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
         TrainerConfig(episodes=cfg.episodes, meta_batch=cfg.meta_batch, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, val_every=cfg.val_every, patience=cfg.patience,
                       metric="accuracy", seed=seed, progress=progress),
-        run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run))
+        run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run),
+        validation_context=lambda: task.graphs.during(learner, "val"))
     return learner, seed, trainer
+
+
+def _bind_test_graph(task: GraphTask, learner) -> None:
+    """After training, the learner reads the test phase's graph (in the inductive setting, the whole graph)."""
+    if task.graphs.train is not task.graphs.test:
+        bind_graph(learner, task.graphs.test)
 
 
 def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
@@ -331,6 +346,8 @@ def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, r
     start = time.perf_counter()
     fit_batched(trainers, progress=progress and dist.is_main(), label=label)
     train_wall = time.perf_counter() - start
+    for _, learner, _, _ in started:
+        _bind_test_graph(task, learner)
     start = time.perf_counter()
     line = TaskProgress(label, len(tests) * len(todo), enabled=progress and dist.is_main())
     try:
@@ -372,6 +389,7 @@ def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: b
     if trainer is None:
         return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
     trainer.fit()
+    _bind_test_graph(task, learner)
     start = time.perf_counter()
     shown = TaskProgress(trainer.log_name, len(tests), enabled=progress and dist.is_main())
     try:
@@ -418,6 +436,7 @@ def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_di
     label = run_label(run, cfg.runs)
     fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
                          log_name=f"{label} · {method_label(cfg)}")
+    _bind_test_graph(task, learner)
     start = time.perf_counter()
     scores = learner.evaluate(tests)
     summary = mean_ci95([100 * s for s in scores])
