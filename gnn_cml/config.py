@@ -56,6 +56,11 @@ class RunConfig:
     split_rule: str = _opt("reference", "how classes are split: reference (np.random.choice, the paper's code) "
                                         "or shuffle (random.shuffle, as TLP's scripts)",
                            choices=("reference", "shuffle"))
+    setting: str = _opt("transductive", "what training sees: transductive (the whole graph; only labels are hidden) "
+                                        "or inductive (meta-training and pretraining see only the training classes' "
+                                        "nodes and their edges, validation also the validation classes'; test tasks "
+                                        "run on the whole graph with the trained weights; docs/settings.md)",
+                        choices=("transductive", "inductive"))
     labels_per_class: Optional[int] = _opt(None, "use only this many labelled nodes per training class", cli=False)
     episodes: int = _opt(1000, "the most meta-training episodes per run (early stopping usually ends sooner)")
     meta_batch: int = _opt(1, "tasks per meta-update")
@@ -376,7 +381,7 @@ def validate(cfg: RunConfig) -> None:
             f"co_hidden must list positive layer sizes, got {cfg.co_hidden}: e.g. {_hint('co_hidden', [16])} ([] for a linear co-learner)")
     require(0 <= cfg.dropout < 1, f"dropout must be in [0, 1), got {cfg.dropout}: e.g. {_hint('dropout', 0.5)}")
     require(cfg.norm in ("row", "sym"), f"norm must be row or sym, got {cfg.norm!r}: e.g. {_hint('norm', 'row')}")
-    for key in ("split_rule", "init", "out_activation", "modulation"):
+    for key in ("split_rule", "setting", "init", "out_activation", "modulation"):
         allowed = _FIELDS[key].metadata["choices"]
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")

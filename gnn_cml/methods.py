@@ -140,7 +140,8 @@ _NO_INNER = "no inner loop to put in closed form"
 _TLP_OPTIONS = (
     Option("pretrain", "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or supervised (GCN "
                        "classifier on the training classes). Pretraining sees the whole graph's structure and "
-                       "features (transductive, as TLP) but never a label of a validation or test class",
+                       "features (--setting transductive, as TLP; inductive: the training classes' nodes only) "
+                       "but never a label of a validation or test class",
            choices=("dgi", "grace", "supervised"), default_text="dgi"),
     Option("pretrain_epochs", "--method tlp: pretraining epochs (dgi: the most, stops after 20 without a lower loss)",
            "int", positive=True, default_text="dgi 300, grace 200, supervised 200"),

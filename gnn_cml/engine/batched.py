@@ -13,6 +13,7 @@ leaves the batch.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -273,9 +274,12 @@ def _fit_group(trainers: List[Trainer], show) -> None:
         if episode % cfg.val_every == 0 or episode == cfg.episodes:
             batch.sync(optimizer=any(t.run_dir is not None for t in batch.trainers))
             due = batch.trainers
-            scores = evaluate_batched([t.model.test_model() for t in due], [list(t.val_tasks) for t in due],
-                                      [t.cfg.seed for t in due], cache=cache if fixed else None,
-                                      keys=[id(t) for t in due])
+            with contextlib.ExitStack() as stack:
+                for t in due:
+                    stack.enter_context(t.validation_context())
+                scores = evaluate_batched([t.model.test_model() for t in due], [list(t.val_tasks) for t in due],
+                                          [t.cfg.seed for t in due], cache=cache if fixed else None,
+                                          keys=[id(t) for t in due])
             for t, s in zip(due, scores):
                 t.validate(windows[id(t)], s)
                 windows[id(t)] = []

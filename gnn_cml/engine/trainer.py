@@ -7,13 +7,14 @@ state, stops early, checkpoints atomically and resumes exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +79,8 @@ class Trainer:
 
     def __init__(self, model: MetaLearner, sampler, val_tasks: Sequence[Episode], config: TrainerConfig,
                  run_dir: Optional[Path] = None, resume: bool = False, log_name: str = "train",
-                 tensorboard: bool = True, hparams: Optional[Dict] = None):
+                 tensorboard: bool = True, hparams: Optional[Dict] = None,
+                 validation_context: Optional[Callable[[], ContextManager]] = None):
         # A fixed task list, or a resampling task source (``get_state``: fresh tasks at every validation).
         self.val_tasks = val_tasks if hasattr(val_tasks, "get_state") else list(val_tasks)
         self.model, self.sampler, self.cfg = model, sampler, config
@@ -89,6 +91,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.log_name = log_name  # progress label, e.g. "run 2/5"
         self.hparams = hparams  # logged to TensorBoard with add_hparams at the end of fit()
+        # entered around every validation (an inductive graph run binds the validation graph there)
+        self.validation_context = validation_context or contextlib.nullcontext
         self.episode = 0
         self.best_score: Optional[float] = None
         self.best_episode = 0
@@ -243,7 +247,8 @@ class Trainer:
         update the best state and early stopping, log and checkpoint."""
         cfg = self.cfg
         if scores is None:
-            scores = self.evaluate(self.val_tasks)
+            with self.validation_context():
+                scores = self.evaluate(self.val_tasks)
         val = float(np.mean(scores))
         improved = self._better(val)
         if improved:

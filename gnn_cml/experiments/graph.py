@@ -26,6 +26,7 @@ from gnn_cml.methods import get as get_method
 from gnn_cml.models.graph import PreparedGraph
 from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet, default_split, derive_seed
 from gnn_cml.sampling.episodes import ResampledTasks, tasks_digest
+from gnn_cml.models.inductive import PhaseGraphs, bind_graph
 
 _STREAM = {"train": 1, "val": 2, "test": 3}
 
@@ -38,6 +39,7 @@ class GraphTask:
     data: object
     graph: PreparedGraph
     split: ClassSplit
+    graphs: Optional[PhaseGraphs] = None  # the graph each phase sees (--setting)
 
     @classmethod
     def build(cls, cfg: RunConfig, progress: bool = False) -> "GraphTask":
@@ -53,6 +55,11 @@ class GraphTask:
         for part, queries in (("train", cfg.queries), ("val", cfg.queries), ("test", cfg.test_queries)):
             task.sampler(part, queries, seed=0)
         task.graph = PreparedGraph(data, norm=cfg.norm)
+        task.graphs = PhaseGraphs.build(data, task.graph, cfg.setting, split.train, split.val)
+        if cfg.setting != "transductive":
+            status(f"{cfg.setting} setting: training sees {len(task.graphs.train.visible):,} nodes (training "
+                   f"classes), validation {len(task.graphs.val.visible):,} (training and validation classes), "
+                   f"test all {int(data.num_nodes):,}", progress)
         return task
 
     def split_provenance(self) -> Dict:
@@ -162,7 +169,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     if dist.is_main():
         prepare_output(out, cfg, resume, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance()))
+        write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance(),
+                                            **task.graphs.describe()))
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
     dist.barrier()
@@ -186,7 +194,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     if why_not is None:
         done.update(train_runs_batched(task, tests, todo, out, resume, progress))
     else:
-        if cfg.batch_runs and len(todo) > 1 and getattr(probe, "meta_trained", True):
+        if cfg.batch_runs and len(todo) > 1 and get_method(cfg.method).meta_trained:
             status(f"training the runs one after another: {why_not}", progress)
         for run in todo:
             done[run] = train_run(task, tests, run, out / f"run_{run}", resume, progress)
@@ -291,7 +299,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
         run_dir.mkdir(parents=True, exist_ok=True)
     seed = derive_seed(cfg.seed, 100 + run)
     label = run_label(run, cfg.runs)
-    learner = build_learner(cfg, task.graph, seed=seed)
+    learner = build_learner(cfg, task.graphs.train, seed=seed)
     if not get_method(cfg.method).meta_trained:  # fit once (e.g. pretraining), no Trainer
         return learner, seed, None
     learner.to(resolve_device(cfg.device))
@@ -303,8 +311,15 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
         TrainerConfig(episodes=cfg.episodes, meta_batch=cfg.meta_batch, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, val_every=cfg.val_every, patience=cfg.patience,
                       metric="accuracy", seed=seed, progress=progress),
-        run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run))
+        run_dir=run_dir, resume=resume, log_name=label, hparams=dict(hparams, run=run),
+        validation_context=lambda: task.graphs.during(learner, "val"))
     return learner, seed, trainer
+
+
+def _bind_test_graph(task: GraphTask, learner) -> None:
+    """After training, the learner reads the test phase's graph (in the inductive setting, the whole graph)."""
+    if task.graphs.train is not task.graphs.test:
+        bind_graph(learner, task.graphs.test)
 
 
 def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
@@ -322,6 +337,8 @@ def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Pa
     start = time.perf_counter()
     fit_batched(trainers, progress=progress and dist.is_main(), label=label)
     train_wall = time.perf_counter() - start
+    for _, learner, _, _ in started:
+        _bind_test_graph(task, learner)
     start = time.perf_counter()
     line = TaskProgress(label, len(tests) * len(todo), enabled=progress and dist.is_main())
     try:
@@ -364,6 +381,7 @@ def train_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: 
     if trainer is None:
         return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
     trainer.fit()
+    _bind_test_graph(task, learner)
     start = time.perf_counter()
     shown = TaskProgress(trainer.log_name, len(tests), enabled=progress and dist.is_main())
     try:
@@ -404,6 +422,7 @@ def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_di
     label = run_label(run, cfg.runs)
     fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
                          log_name=f"{label} · {method_label(cfg)}", files=RunFiles())
+    _bind_test_graph(task, learner)
     start = time.perf_counter()
     scores = learner.evaluate(tests)
     record = _record_run(cfg, run, seed, run_dir, learner, scores, test_seconds=time.perf_counter() - start, **fitted)

@@ -52,9 +52,16 @@ class GPN(MetaLearner):
     def __init__(self, encoder: nn.Module, scorer: nn.Module, scorer_head: nn.Module):
         super().__init__()
         self.encoder, self.scorer, self.scorer_head = encoder, scorer, scorer_head
-        graph = encoder.graph
-        degree = np.diff(graph.adj.indptr).astype(np.float32)  # includes the self-loop, so >= 1
-        self.register_buffer("log_degree", torch.from_numpy(np.log(degree)), persistent=False)
+        self._log_degree = (None, None)  # (graph, its log-degrees)
+
+    @property
+    def log_degree(self) -> torch.Tensor:
+        """``log(degree)`` of every node of the bound graph (degrees include the self-loop, so >= 1)."""
+        graph = self.encoder.graph
+        if self._log_degree[0] is not graph:
+            degree = np.diff(graph.adj.indptr).astype(np.float32)
+            self._log_degree = (graph, torch.from_numpy(np.log(degree)))
+        return self._log_degree[1]
 
     @classmethod
     def from_config(cls, cfg, graph) -> "GPN":
@@ -66,7 +73,7 @@ class GPN(MetaLearner):
             s = self.encoder(self.encoder.prepare(episode.support), training=train)
             q = self.encoder(self.encoder.prepare(episode.query), training=train)
             score = self.scorer_head(self.scorer(self.scorer.prepare(episode.support), training=train)).squeeze(-1)
-            importance = torch.sigmoid(self.log_degree[episode.support] * score)
+            importance = torch.sigmoid(self.log_degree.to(score.device)[episode.support] * score)
             ways = int(episode.support_y.max()) + 1
             per_class = torch.zeros(ways).index_add(0, episode.support_y, importance)
             weights = importance / per_class[episode.support_y]

@@ -20,13 +20,18 @@ scored on the query nodes. Three pretrainings (``--pretrain``):
   meta-learners' backbone) plus a linear classifier, trained with cross-entropy on the labelled
   nodes of the *training classes only* (Kipf & Welling's Adam lr 0.01, weight decay 5e-4,
   200 epochs); the probe reads the 16-d GCN output. (TLP's own "supervised" variant is a
-  supervised-contrastive loss; this is the plain classifier.)
+  supervised-contrastive loss; this is the plain classifier.) Trained on C classes, that output
+  collapses onto their (C - 1)-dimensional discriminant (:func:`embedding_stats`; README, "Why
+  the supervised probe sits at chance"), so the probe separates two unseen classes only as far
+  as they differ along it.
 
 Every encoder is initialised as ``GCNConv`` (Glorot weights, zero bias), runs on GCNConv's
 ``D^-1/2 (A+I) D^-1/2`` (``norm: sym``, tlp's default) and reads row-normalised features
 (PyG's ``NormalizeFeatures``, as DGI and GRACE).
 
-What pretraining reads: the whole graph's structure and features (transductive, as TLP);
+What pretraining reads: the whole graph's structure and features (``--setting transductive``, as
+TLP; ``inductive``: the subgraph induced by the training classes' nodes, see
+:mod:`gnn_cml.models.inductive`);
 ``dgi`` and ``grace`` read no label at all, ``supervised`` reads only the labels of nodes
 whose class is a training class (:func:`training_labels` selects them before any model sees
 them). No label of a validation or test class is read before the probe sees a task's support
@@ -121,19 +126,31 @@ class _SparseInputProduct(torch.autograd.Function):
 
 
 class FullGraph:
-    """Row-normalised features (sparse), ``Â`` (the run's normalisation) and the edge list."""
+    """Row-normalised features (sparse), ``Â`` (the run's normalisation) and the edge list of a
+    :class:`PreparedGraph`; of a restricted one (``visible`` set, the inductive setting) only the
+    visible nodes' rows, renumbered ``0..len(visible)-1`` (their induced subgraph)."""
 
     def __init__(self, graph):
         x = graph.x if sp.issparse(graph.x) else sp.csr_matrix(graph.x)
+        adj = graph.adj
+        self.visible = getattr(graph, "visible", None)
+        if self.visible is not None:  # unseen nodes have no edge: the block is the induced subgraph's Â
+            x, adj = sp.csr_matrix(x)[self.visible], adj[self.visible][:, self.visible]
         rowsum = np.asarray(abs(x).sum(1)).reshape(-1)
         rowsum[rowsum == 0] = 1.0
         x = sp.diags(1.0 / rowsum).dot(x)  # NormalizeFeatures, as DGI and GRACE
         self.x, self.xt = csr_tensor(x), csr_tensor(x.T)
-        self.adj = csr_tensor(graph.adj)
-        a = graph.adj.tocoo()
+        self.adj = csr_tensor(adj)
+        a = adj.tocoo()
         off = a.row != a.col
         self.edge_index = torch.from_numpy(np.vstack([a.col[off], a.row[off]]).astype(np.int64))
-        self.num_nodes, self.num_features = int(graph.num_nodes), int(graph.num_features)
+        self.num_nodes, self.num_features = int(adj.shape[0]), int(graph.num_features)
+
+    def local(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Graph node ids as rows of this graph (the identity unless restricted)."""
+        if self.visible is None:
+            return nodes
+        return torch.from_numpy(np.searchsorted(self.visible, nodes.numpy()))
 
 
 class GCNEncoder(nn.Module):
@@ -318,7 +335,9 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
 
 # What a pretrained encoder depends on: a run may reuse another run's encoders when these agree.
 # DGI and GRACE read no label, so their encoders do not depend on the class split either.
-PRETRAIN_KEYS = ("graph", "norm", "seed", "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden")
+# The setting decides which nodes pretraining sees; inductive DGI/GRACE encoders depend on the split too.
+PRETRAIN_KEYS = ("graph", "norm", "seed", "setting", "pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden")
+_KEY_DEFAULTS = {"setting": "transductive"}  # keys added later: what a run written before them used
 SPLIT_KEYS = ("split", "split_seed", "split_rule", "labels_per_class")
 
 
@@ -340,8 +359,8 @@ def check_pretrained(cfg) -> Optional[Path]:
     if saved.get("method") != "tlp":
         raise GnnCmlError(f"--pretrained {folder} is a {saved.get('method')} run, not a tlp run: give the --out of "
                           f"an earlier --method tlp run")
-    keys = PRETRAIN_KEYS + (SPLIT_KEYS if cfg.option("pretrain") == "supervised" else ())
-    differ = [k for k in keys if saved.get(k) != _value(cfg, k)]
+    keys = PRETRAIN_KEYS + (SPLIT_KEYS if cfg.option("pretrain") == "supervised" or cfg.setting == "inductive" else ())
+    differ = [k for k in keys if saved.get(k, _KEY_DEFAULTS.get(k)) != _value(cfg, k)]
     if differ:
         raise GnnCmlError(f"--pretrained {folder} was pretrained with other settings ({', '.join(differ)} differ), "
                           f"so its encoders are not this run's: match them or drop --pretrained")
@@ -349,6 +368,25 @@ def check_pretrained(cfg) -> Optional[Path]:
 
 
 # --- the probe ---------------------------------------------------------------------------------
+def embedding_stats(z: torch.Tensor, y, classes: Sequence[int]) -> Dict[str, float]:
+    """How much of ``z`` (nodes x d) a probe can use to tell ``classes`` apart (their first two):
+    ``effective_rank`` of the centred embeddings of the classes' nodes (``(sum s)^2 / sum s^2`` over
+    singular values s; 1: all on one line), ``top_ratio`` (largest over second singular value),
+    ``separation`` (distance of the two class means over the mean of the classes' root total
+    variances; 0: the means coincide) and ``constant_dims`` (share of dimensions constant on them)."""
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).reshape(-1)
+    z = z.double()
+    nodes = torch.from_numpy(np.flatnonzero(np.isin(y, list(classes))))
+    zc = z[nodes] - z[nodes].mean(0)
+    sv = torch.linalg.svdvals(zc)
+    a, b = (z[torch.from_numpy(np.flatnonzero(y == c))] for c in list(classes)[:2])
+    spread = 0.5 * (a.var(0).sum().sqrt() + b.var(0).sum().sqrt())
+    return {"effective_rank": float(sv.sum() ** 2 / (sv ** 2).sum()),
+            "top_ratio": float(sv[0] / sv[1]) if len(sv) > 1 and sv[1] > 0 else math.inf,
+            "separation": float((a.mean(0) - b.mean(0)).norm() / spread) if spread > 0 else 0.0,
+            "constant_dims": float((zc.abs().max(0).values == 0).double().mean())}
+
+
 def minmax(z: torch.Tensor) -> torch.Tensor:
     """Scale every dimension to [0, 1] over all nodes (sklearn's MinMaxScaler, as TLP)."""
     lo, hi = z.min(0).values, z.max(0).values
@@ -469,6 +507,13 @@ class TLP(MetaLearner):
             self._graph = FullGraph(self._prepared)
         return self._graph
 
+    def bind(self, graph) -> "TLP":
+        """Read ``graph`` (a :class:`PreparedGraph`) from now on: :meth:`fit` pretrains on the graph
+        bound then, the probes read embeddings of the graph bound when they run."""
+        if graph is not self._prepared:
+            self._prepared, self._graph, self._z = graph, None, None
+        return self
+
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         self._z = None  # embeddings of the previous weights
         return super().load_state_dict(state, strict=strict, assign=assign)
@@ -524,6 +569,7 @@ class TLP(MetaLearner):
             nodes = labels = None
             if self.settings["pretrain"] == "supervised":
                 nodes, labels = training_labels(task.data.y, task.split.train)
+                nodes = self.graph.local(nodes)
             encoder, info = pretrain(self.settings, self.graph, seed, nodes, labels, progress=progress,
                                      log_name=f"{log_name} pretrain")
             self.encoder.load_state_dict(encoder.state_dict())

@@ -12,6 +12,7 @@ given (MAML's inner loop tracks it without re-multiplying the wide input rows).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -227,7 +228,8 @@ class SubgraphGCN(GraphEncoder):
         """``pool @ Â_sub`` for the nodes' stacked subgraphs ``parts`` (rows ``bounds[i]:bounds[i+1]``):
         one row per node, its subgraph's mean row of ``Â_sub`` (``pool='mean'``) or its centre's row.
         Each node's row depends on the node only and is cached."""
-        cache = self.__dict__.setdefault("_pool_rows", {})
+        # per bound graph: an inductive run rebinds its encoder between phases
+        cache = self.__dict__.setdefault("_pool_rows", weakref.WeakKeyDictionary()).setdefault(self.graph, {})
         out = np.zeros((len(nodes), int(bounds[-1])), np.float32)
         for i, (v, part) in enumerate(zip(nodes, parts)):
             key = (int(v), self.hops, self.pool)

@@ -193,6 +193,7 @@ class PreparedGraph:
     """Parameter-free structure of one graph: ``Â``, ``Â^k X`` and neighbourhoods.
 
     Everything is computed lazily once and cached; large feature matrices stay sparse.
+    ``visible``: the nodes a restricted graph holds (:mod:`gnn_cml.models.inductive`); None: all.
     """
 
     def __init__(self, data: Data, norm: str = "row", self_loops: bool = True):
@@ -207,6 +208,7 @@ class PreparedGraph:
         self._sparse_propagated: Dict[int, object] = {}
         self._subgraphs: Dict[tuple, "Subgraph"] = {}
         self._subgraph_entries = 0
+        self.visible: Optional[np.ndarray] = None
 
     def feature_rows(self, k: int, nodes: np.ndarray) -> RowBlock:
         """Rows ``nodes`` of ``Â^k X`` as a row block: CSR when sparse enough (bag-of-words), else dense."""
