@@ -285,6 +285,11 @@ class FailingWrites:
             return self.real_append(fh, data)
         fh.write(data[: len(data) // 2])
         fh.flush()
+        if self.exc == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            fh.write(data[len(data) // 2:])
+            return fh.flush()
         raise self.exc
 
 
@@ -330,9 +335,9 @@ def test_unwritable_out_is_one_line(tmp_path, shared_data, capsys, monkeypatch, 
 
 
 def test_every_reproduce_target_reports_a_full_disk_in_one_line(tmp_path, shared_data, capsys, monkeypatch):
-    FailingWrites(monkeypatch, 1, ENOSPC)
     for target, extra in (("table3", ["--graphs", "citeseer", "--methods", "gmeta", "--runs", "1"]),
                           ("gamma", ["--graphs", "citeseer", "--methods", "gmeta", "--runs", "1", "--gammas", "0,1"])):
+        FailingWrites(monkeypatch, 1, ENOSPC)
         one_line(capsys, ["reproduce", target, "--quick", *extra, "--root", shared_data, "--out",
                           tmp_path / target, "--no-progress"], "no space left on the device")
         assert not temp_files(tmp_path)
@@ -348,10 +353,10 @@ def test_regression_reports_a_full_disk_in_one_line(tmp_path, capsys, monkeypatc
 
 def test_ctrl_c_during_a_save_finishes_it(tmp_path, shared_data, reference, capsys, monkeypatch):
     out = tmp_path / "run"
-    failing = FailingWrites(monkeypatch, 4, "sigint")  # Ctrl-C half-way through the first checkpoint
+    failing = FailingWrites(monkeypatch, 5, "sigint")  # Ctrl-C half-way through the first checkpoint
     code, lines = run_cli(capsys, train(shared_data, out))
     assert code == 130 and lines == ["gnn-cml train: interrupted; rerun with --resume to continue"]
-    assert failing.calls == 4 and not temp_files(out)
+    assert failing.calls == 5 and not temp_files(out)
     assert load_checkpoint(out / "run_0" / "checkpoint.pt")["episode"] == 2  # the save was finished
     monkeypatch.undo()
     assert main(train(shared_data, out, "--resume")) == 0
@@ -380,7 +385,7 @@ def test_seeds_out_of_range(tmp_path, shared_data, capsys, flags, expected):
 
 
 def test_reproduce_seeds_out_of_range(tmp_path, shared_data, capsys):
-    for argv in (["table3", "--seed", "-1"], ["table3", "--split-seeds", str(2**32)], ["gamma", "--split-seed", "-5"],
+    for argv in (["table3", "--seed", "-1"], ["table3", "--split-seeds", f"1234,{2**32}"], ["gamma", "--split-seed", "-5"],
                  ["regression", "--seeds", str(2**40)]):
         code, lines = run_cli(capsys, ["reproduce", *argv, "--out", tmp_path / "r", "--no-progress"])
         assert code == 2 and lines[-1].count("error") == 1 and "2**32 - 1" in lines[-1], lines

@@ -88,12 +88,12 @@ def atomic_write(path: Union[str, Path], payload: Union[bytes, Callable[[io.Byte
     raises a one-line :class:`GnnCmlError`; Ctrl-C waits until the file is complete.
     """
     path = Path(path)
-    if callable(payload):
-        buffer = io.BytesIO()
-        payload(buffer)
-        payload = buffer.getvalue()
     tmp = temp_path(path)
     with deferred_interrupt():
+        if callable(payload):  # serialised with Ctrl-C held back too: torch's zip writer fails twice if cut
+            buffer = io.BytesIO()
+            payload(buffer)
+            payload = buffer.getvalue()
         try:
             _write_file(tmp, payload)
             os.replace(tmp, path)
