@@ -202,7 +202,7 @@ def test_evaluate_an_intact_run(run_copy, reference, capsys):
     ("resaved-model", ["run_0/model.pt was altered after the run finished", "not used", "--overwrite"]),
     ("edited-result", ["run_1/result.json was altered after the run finished"]),
     ("edited-config", ["config.yaml was altered after the run finished"]),
-    ("empty-result", ["run_0/result.json is cut short or damaged"]),
+    ("empty-result", ["run_0/result.json was altered after the run finished"]),
     ("truncated-tasks", ["test_tasks.npz is not a valid task-set file"]),
     ("flipped-tasks", ["test_tasks.npz is not a valid task-set file", "CRC"]),
     ("resaved-tasks", ["test_tasks.npz was altered after the run finished"]),
@@ -239,6 +239,13 @@ def test_evaluate_refuses_a_damaged_finished_run(run_copy, capsys, damage, expec
     elif damage == "damaged-manifest":
         (run_copy / rundir.MANIFEST).write_text("{")
     one_line(capsys, ["evaluate", run_copy, "--no-progress"], *expected)
+
+
+def test_evaluate_an_unfinished_run_with_a_cut_result(run_copy, capsys):
+    unfinish(run_copy)
+    (run_copy / "run_0" / "result.json").write_text('{"run": 0, "se')
+    one_line(capsys, ["evaluate", run_copy, "--no-progress"], "run_0/result.json is cut short or damaged",
+             "train --resume")
 
 
 def test_evaluate_warns_when_nothing_can_be_verified(run_copy, capsys):

@@ -519,10 +519,11 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
         result_path = path.parent / "result.json"
         require(result_path.is_file(), f"{path.parent} is unfinished (no result.json): "
                                        f"finish it with gnn-cml train --resume --out {out}")
+        rundir.verify(out, result_path)
         record = _read_result(result_path)
         require(record is not None, f"{result_path} is cut short or damaged: finish the run again with "
                                     f"gnn-cml train --resume --out {out}")
-        rundir.verify(out, path, result_path)  # a model altered after the run finished is never used
+        rundir.verify(out, path)  # a model altered after the run finished is never used
         run_seed = record["seed"]
         label = f"run {k + 1}/{len(runs)} ({path.parent.name})"
         shown = TaskProgress(label, len(tests), enabled=progress, what="evaluating")
