@@ -147,12 +147,13 @@ def test_two_processes_one_run_directory(tmp_path, shared_data, reference, capsy
     try:
         assert first.stdout.readline().strip() == "paused", first.stderr.read()
         holder = f"pid {first.pid} on {socket.gethostname()}"
-        for flag in ("--resume", "--overwrite"):  # a real second process, as a user would start it
-            second = subprocess.run([sys.executable, "-m", "gnn_cml.cli", *train(shared_data, out, flag)],
-                                    env=env(), capture_output=True, text=True, timeout=600)
-            lines = second.stderr.strip().splitlines()
-            assert second.returncode == 2 and len(lines) == 1, second.stderr
-            assert "is in use by " + holder in lines[0] and "wait for it to finish" in lines[0]
+        # a real second process, as a user would start it
+        second = subprocess.run([sys.executable, "-m", "gnn_cml.cli", *train(shared_data, out, "--resume")],
+                                env=env(), capture_output=True, text=True, timeout=600)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert "is in use by " + holder in lines[0] and "wait for it to finish" in lines[0]
+        one_line(capsys, train(shared_data, out, "--overwrite"), "is in use by " + holder)  # this process
         one_line(capsys, ["evaluate", out, "--no-progress"], "is in use by " + holder)
         assert (out / "run_0" / "checkpoint.pt").exists() and not (out / "results.json").exists()
     finally:
