@@ -9,10 +9,11 @@ from typing import List, Optional, Sequence, Tuple
 
 from gnn_cml.config import resolve
 from gnn_cml.data import graph_info, load_graph
+from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import finite, pair_runs, t_interval
 from gnn_cml.report.table3 import (PAPER_SPLIT_SEED, QUICK, QUICK_BANNER, _fmt, _p, _signed, add_output_arguments,
-                                    method_colour, run_arm, shared_task_file)
+                                    method_colour, run_arm, seed_type, shared_task_file)
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -58,6 +59,8 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
     gammas = sorted(set(float(g) for g in gammas))
     rows: List[GammaRow] = []
     skipped: List[Tuple[str, str]] = []
+    rundir.hold(out, what="reproduce output folder")  # one process per output tree
+    rundir.announce(out)
     for g in graphs:
         name = graph_info(g).name
         try:
@@ -83,6 +86,7 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
                 rows.append(GammaRow(name, f"{ways}-way {shots}-shot", method, gamma, len(accs), t["mean"], t["ci95"],
                                      st["delta"], st["delta_ci95"], st["delta_low"], st["delta_high"],
                                      st["wilcoxon_p"], st["flags"], finite(res.get("wall_time_s"))))
+    rundir.release(out)
     return rows, skipped
 
 
@@ -191,7 +195,7 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, help=f"paired runs per point (default {DEFAULT_RUNS})")
     p.add_argument("--ways", type=int, default=2, help="N classes per task (default: 2)")
     p.add_argument("--shots", type=int, default=5, help="K support nodes per class (default: 5)")
-    p.add_argument("--split-seed", type=int, default=PAPER_SPLIT_SEED,
+    p.add_argument("--split-seed", type=seed_type, default=PAPER_SPLIT_SEED,
                    help=f"class split seed (default: {PAPER_SPLIT_SEED}, the paper's)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: citeseer, gammas 0,0.2,1, 3 runs, a few episodes (flags override; default: off)")

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gnn_cml.config import EXECUTION_KEYS, METHODS as ALL_METHODS, resolve
 from gnn_cml.data import default_split, graph_info, load_graph
+from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
 from gnn_cml.sampling import ClassSplit, distinct_split_seeds
@@ -170,7 +171,8 @@ def parse_split_seeds(spec: Union[str, int], classes: int, counts: Sequence[int]
     except ValueError:
         raise GnnCmlError(f"--split-seeds must be a count like 5 or a comma list of seeds like 1234,1240, "
                           f"got {text!r}") from None
-    require(seeds and all(s >= 0 for s in seeds), f"--split-seeds needs non-negative seeds, got {text!r}")
+    require(seeds and all(0 <= s <= 2**32 - 1 for s in seeds),
+            f"--split-seeds needs seeds in 0..2**32 - 1, got {text!r}")
     seen: Dict[frozenset, int] = {}
     for s in seeds:
         test = frozenset(ClassSplit.from_counts(classes, counts, s).test)
@@ -190,6 +192,7 @@ def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, 
 
     done = Path(run_dir) / "results.json"
     if resume and done.exists():
+        rundir.verify(run_dir)  # a finished arm is reused only if every file is as it was written
         saved = load_results(done)
         mine = cfg.to_dict()
         defaults = type(cfg)().to_dict()  # keys added after the arm was written hold their defaults
@@ -207,7 +210,7 @@ def shared_task_file(cfg, path: Path, overwrite: bool = False) -> Path:
     from gnn_cml.experiments.graph import GraphTask
     from gnn_cml.sampling import TaskSet
 
-    if path.exists():
+    if path.exists() and rundir.zip_damage(path) is None:  # a damaged one is drawn again (same seed, same tasks)
         tasks = TaskSet.load(path)
         split = default_split(load_graph(cfg.graph, cfg.data_root), cfg.split_seed, cfg.split, cfg.split_rule)
         want = {"seed": cfg.seed, "ways": cfg.ways, "shots": cfg.shots, "queries": cfg.test_queries,
@@ -246,6 +249,7 @@ def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
     dagger["paired"] = {k: stats[k] for k in ("n", "differences", "delta", "delta_ci95", "delta_low", "delta_high",
                                               "t_p", "wilcoxon_p", "flags")}
     write_json(path, dagger)
+    rundir.record(cml_dir, path)  # the CML run's manifest lists it
     return dagger
 
 
@@ -285,9 +289,12 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
             seeds = parse_split_seeds(spec, int(data.num_classes), graph_info(name).split)
             report.split_seeds[f"{name} {ways}w{k}s"] = seeds
             cells.append((name, ways, k, seeds))
+    rundir.hold(out, what="reproduce output folder")  # one process per output tree
+    rundir.announce(out)
     for name, ways, k, seeds in cells:
         _run_cell(report, name, ways, k, seeds, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite,
                   data_root, seed, progress, methods, dagger, baselines)
+    rundir.release(out)
     return report
 
 
@@ -595,10 +602,23 @@ def add_arguments(p) -> None:
     add_output_arguments(p, "results/table3", "cells")
 
 
+def seed_type(text: str) -> int:
+    """argparse type of a seed: an integer in 0..2**32 - 1 (numpy's range)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**32 - 1, got {value}")
+    return value
+
+
 def add_output_arguments(p, out: str, what: str) -> None:
     """Options every ``reproduce`` report shares: output folder, seed, data root, resume/overwrite."""
     p.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the runs and test tasks (default: 0)")
     p.add_argument("--root", dest="data_root", help="data root (default: $GNN_CML_DATA, else ./data)")
     p.add_argument("--resume", action="store_true", help=f"reuse finished {what}, continue interrupted ones "
                                                          "(default: off)")
