@@ -60,14 +60,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(1)
+    from gnn_cml.engine import rundir  # standard library only: help stays fast
+
     try:
         return int(args._run(args) or 0)
     except GnnCmlError as exc:
         print(f"gnn-cml {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # out of space, read-only, permissions, ... met outside the checked writes
+        print(f"gnn-cml {args.command}: error: {rundir.io_error(exc, action='access')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"gnn-cml {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
+    finally:
+        rundir.release_all()  # run directories this process held are free again
 
 
 if __name__ == "__main__":

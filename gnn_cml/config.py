@@ -194,6 +194,12 @@ def load_yaml(path, check_keys: bool = True) -> Dict[str, Any]:
     require(path.is_file(), f"config file {path} does not exist: check the --config path")
     try:
         values = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:  # e.g. random bytes
+        raise GnnCmlError(f"config file {path} is not YAML text (undecodable bytes): restore it or point "
+                          f"--config at a YAML file") from None
+    except OSError as exc:
+        raise GnnCmlError(f"cannot read config file {path} ({exc.strerror or exc}): check the path and its "
+                          f"permissions") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
@@ -357,8 +363,13 @@ def _hint(key: str, example: Any) -> str:
     return f"{flag} {example}" if flag else f"'{key}: {example}' in the --config file"
 
 
+MAX_SEED = 2**32 - 1
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject impossible values with messages that name the fix."""
+    require(cfg.ways >= 2, f"ways must be at least 2, got {cfg.ways} (a 1-way task has a single answer, so it "
+                           f"measures nothing): e.g. {_hint('ways', 2)}")
     for key in ("ways", "shots", "queries", "test_queries", "episodes", "meta_batch", "hidden", "layers",
                 "val_every", "val_tasks", "patience", "test_tasks", "runs"):
         require(getattr(cfg, key) > 0, f"{key} must be positive, got {getattr(cfg, key)}: e.g. {_hint(key, 1)}")
@@ -373,7 +384,10 @@ def validate(cfg: RunConfig) -> None:
             f"gamma must be a finite number >= 0, got {cfg.gamma}: e.g. {_hint('gamma', 0.2)}")
     require(cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay),
             f"weight_decay must be a finite number >= 0, got {cfg.weight_decay}: e.g. {_hint('weight_decay', 0)}")
-    require(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}: e.g. {_hint('seed', 0)}")
+    for key in ("seed", "split_seed"):  # numpy seeds are 32-bit
+        value = getattr(cfg, key)
+        require(0 <= value <= MAX_SEED, f"{key} must be >= 0 and <= 2**32 - 1 = {MAX_SEED}, got {value}: "
+                                        f"e.g. {_hint(key, 0)}")
     require(cfg.labels_per_class is None or cfg.labels_per_class > 0,
             f"labels_per_class must be positive, got {cfg.labels_per_class}: e.g. {_hint('labels_per_class', 10)} "
             f"(or leave it out to use every labelled node)")

@@ -76,24 +76,23 @@ def reference(tmp_path_factory, shared_data, _session_cache):
     return out
 
 
-# Dies (SIGKILL, no cleanup) half-way through writing its KILL_AT-th checkpoint.
+# Dies (SIGKILL, no cleanup) half-way through writing its KILL_AT-th checkpoint to disk.
 KILL_DURING_WRITE = textwrap.dedent("""
-    import io, os, signal, sys
-    import torch
+    import os, signal, sys
+    from gnn_cml.engine import rundir
     KILL_AT = int(os.environ["KILL_AT"])
-    real_save, calls = torch.save, [0]
+    real_write, calls = rundir._write_file, [0]
 
-    def save(obj, fh, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] == KILL_AT:
-            buf = io.BytesIO()
-            real_save(obj, buf, *args, **kwargs)
-            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-            fh.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_save(obj, fh, *args, **kwargs)
+    def write(path, payload):
+        if "checkpoint.pt" in path.name:
+            calls[0] += 1
+            if calls[0] == KILL_AT:
+                with open(path, "wb") as fh:
+                    fh.write(payload[: len(payload) // 2])
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(path, payload)
 
-    torch.save = save
+    rundir._write_file = write
     from gnn_cml.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -153,6 +152,7 @@ def test_kill_before_the_first_checkpoint_leaves_no_stale_metrics(tmp_path, shar
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     (out / "results.json").unlink()
+    (out / "manifest.json").unlink()  # an unfinished run has no manifest (it is written last)
     run1 = out / "run_1"
     first_line = (run1 / "metrics.jsonl").read_text().splitlines()[0]
     shutil.rmtree(run1)

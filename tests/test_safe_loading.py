@@ -83,6 +83,7 @@ def test_evaluate_refuses_a_malicious_model(run_copy, marker, capsys, kind):
 @pytest.mark.parametrize("kind", ["torch.save", "raw-pickle"])
 def test_resume_refuses_a_malicious_checkpoint(run_copy, marker, capsys, shared_data, kind):
     (run_copy / "results.json").unlink()
+    (run_copy / "manifest.json").unlink()  # an unfinished run has no manifest (it is written last)
     for name in ("result.json", "model.pt"):  # run 1 is "unfinished": --resume reads its checkpoint
         (run_copy / "run_1" / name).unlink()
     malicious_checkpoint(run_copy / "run_1" / "checkpoint.pt", marker, kind)

@@ -3,25 +3,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
+from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    rundir.atomic_write(path, payload)  # temp file + fsync + rename; the temp file never outlives a failure
 
 
 def strict(obj: Any) -> Any:
@@ -48,14 +43,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
-    """``torch.save`` to a temp file, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` to memory, then to a temp file, fsync, and rename over ``path``
+    (:func:`gnn_cml.engine.rundir.atomic_write`: a full disk or Ctrl-C never leaves half a file)."""
+    rundir.atomic_write(Path(path), lambda buffer: torch.save(state, buffer))
 
 
 def _why_refused(text: str) -> str:
@@ -72,10 +62,15 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise GnnCmlError(f"checkpoint {path} does not exist: train first, or check the run directory")
+    damage = rundir.zip_damage(path) if zipfile.is_zipfile(path) else None
+    if damage:  # torch.load does not check the zip's CRCs: flipped bytes would load as wrong weights
+        raise GnnCmlError(f"checkpoint {path} is truncated or corrupt ({damage}): delete it and retrain")
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise rundir.io_error(exc, path, "read") from None
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError for unsafe or corrupt files
         text = str(exc)
         if "Weights only load failed" in text:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gnn_cml.engine import distributed as dist
+from gnn_cml.engine import rundir
 from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
 from gnn_cml.engine.metrics import finite, mean_ci95
 from gnn_cml.errors import GnnCmlError
@@ -265,8 +266,7 @@ class Trainer:
         self.history.append(record)
         if dist.is_main() and self.run_dir:
             line = metrics_line(record, cfg.metric)
-            with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(line, allow_nan=False) + "\n")
+            rundir.append_line(self.run_dir / "metrics.jsonl", json.dumps(line, allow_nan=False))
             if self._writer is not None:
                 # Tags are shared by every run (train/loss, val/accuracy, ...): each run has its own
                 # directory, so TensorBoard overlays runs and methods on one chart per tag.
@@ -298,11 +298,12 @@ class Trainer:
         if hasattr(self.val_tasks, "set_state") and state.get("val_tasks") is not None:
             self.val_tasks.set_state(state["val_tasks"])
         self._checkpoint_episode = self.episode
-        if self.run_dir is not None:  # drop metric lines written after the checkpoint
-            path = self.run_dir / "metrics.jsonl"
-            if path.exists():
-                lines = path.read_text().splitlines()[: len(self.history)]
-                path.write_text("".join(line + "\n" for line in lines))
+        if self.run_dir is not None and dist.is_main():
+            # Rebuilt from the checkpoint's history: drops lines written after it, and repairs a cut or
+            # damaged file (the same bytes as the lines appended while training).
+            rundir.atomic_write(self.run_dir / "metrics.jsonl",
+                                "".join(json.dumps(metrics_line(r, self.cfg.metric), allow_nan=False) + "\n"
+                                         for r in self.history).encode())
 
 
 def metrics_line(record: Dict, metric: str) -> Dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +16,12 @@ import yaml
 from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml, method_label
 from gnn_cml.data import cache_root, data_root, load_graph
 from gnn_cml.engine import distributed as dist
-from gnn_cml.engine.checkpoint import RunFiles, load_checkpoint, save_checkpoint, write_json
+from gnn_cml.engine import rundir
+from gnn_cml.engine.checkpoint import RunFiles, atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from gnn_cml.engine.metrics import ci_note, fmt_mean_ci, mean_ci95
 from gnn_cml.engine.progress import TaskProgress, status
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
-from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.errors import GnnCmlError, few, require
 from gnn_cml.meta.factory import build_learner, learner_class
 from gnn_cml.methods import get as get_method
 from gnn_cml.models.graph import PreparedGraph
@@ -84,7 +85,7 @@ class GraphTask:
             message = str(exc)
             if part == "test":  # the test sampler draws --test-queries, not --queries, per class
                 message = message.replace("--queries", "--test-queries")
-            raise GnnCmlError(f"{part} classes {list(self.split.part(part))}: {message}") from None
+            raise GnnCmlError(f"{part} classes {few(int(c) for c in self.split.part(part))}: {message}") from None
 
     def test_tasks(self) -> TaskSet:
         cfg = self.cfg
@@ -112,7 +113,7 @@ def check_output(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse an --out that is a file, or a non-empty folder that is not a gnn-cml run."""
     if out.exists() or out.is_symlink():
         require(out.is_dir(), f"--out {out} exists and is not a directory: pick another --out")
-        if any(out.iterdir()) and (overwrite or resume):
+        if rundir.has_content(out) and (overwrite or resume):
             require((out / "config.yaml").is_file(),
                     f"{out} is not empty and holds no gnn-cml run (no config.yaml), so "
                     f"--{'overwrite' if overwrite else 'resume'} will not touch it: pick another --out")
@@ -122,11 +123,11 @@ def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> 
     """Refuse to clobber another run; check a resumed run has the same config."""
     config_path = out / "config.yaml"
     check_output(out, resume, overwrite)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and rundir.has_content(out):
         if overwrite:
-            shutil.rmtree(out)
+            rundir.clear(out)  # the directory itself stays: this process holds its lock
         elif resume:
-            saved = load_yaml(config_path)
+            saved = read_run_config(config_path)
             current = cfg.to_dict()
             defaults = RunConfig().to_dict()  # keys added after the run was written hold their defaults
             changed = [k for k in current if k not in ("runs", *EXECUTION_KEYS)
@@ -167,12 +168,20 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     with torch.random.fork_rng(devices=[]):
         probe = build_learner(cfg, task.graph, seed=0)
     if dist.is_main():
-        prepare_output(out, cfg, resume, overwrite)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        rundir.hold(out)  # one writer per run directory: another process is refused, naming the holder
+        try:
+            prepare_output(out, cfg, resume, overwrite)
+            rundir.verify(out)  # a finished run (sealed by its manifest) resumes only if every file is intact
+        except BaseException:
+            rundir.release(out)
+            raise
+        rundir.announce(out)  # pid and host, named in other processes' refusal
+        rundir.unseal(out)  # sealed again once finished
+        rundir.remove_temp_files(out)
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance(),
                                             **task.graphs.describe()))
-        if not (out / "test_tasks.npz").exists():
-            tests.save(out / "test_tasks.npz")
+        _save_test_tasks(tests, out / "test_tasks.npz", progress)
     dist.barrier()
     runs_text = f"{cfg.runs} run{'s' if cfg.runs > 1 else ''}"
     plan = probe.plan()
@@ -203,6 +212,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
         write_json(out / "results.json", result)
+        rundir.seal(out)  # manifest.json (every file's sha256), written last
+        rundir.release(out)
     acc = result["test_accuracy"]
     status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {fmt_mean_ci(acc['mean'], acc['ci95'], unit='%')} "
            f"(mean ± 95% CI over {len(runs)} run{'s' if len(runs) > 1 else ''})"
@@ -217,6 +228,31 @@ def _earlier_wall_time(out: Path) -> float:
         return float(json.loads((out / "results.json").read_text()).get("wall_time_s") or 0.0)
     except (OSError, ValueError, AttributeError):
         return 0.0
+
+
+def read_run_config(path: Path) -> Dict:
+    """A run's saved ``config.yaml``: an empty or unreadable one is an error, never "the defaults"."""
+    try:
+        empty = not Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise rundir.io_error(exc, path, "read") from None
+    require(not empty, f"{path} is empty, so this run's settings are unknown: restore it, or retrain with "
+                       f"--overwrite")
+    return load_yaml(path)
+
+
+def _save_test_tasks(tests: TaskSet, path: Path, progress: bool) -> None:
+    """Write the fixed test tasks unless an intact copy is there (a damaged one is rebuilt: the tasks
+    are drawn from the seed, or come from --task-file)."""
+    if path.exists():
+        damage = rundir.zip_damage(path)
+        if damage is None:
+            return
+        status(f"{path} is damaged ({damage}): rewriting it", progress)
+    try:
+        tests.save(path)
+    except OSError as exc:
+        raise rundir.io_error(exc, path) from None
 
 
 def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
@@ -267,10 +303,27 @@ def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progres
     result_path = run_dir / "result.json"
     if not (resume and result_path.exists()):
         return None
-    record = json.loads(result_path.read_text())
+    record, damage = _read_result(result_path), rundir.zip_damage(run_dir / "model.pt")
+    if record is None or damage is not None:  # an unfinished directory (a finished one was verified)
+        status(f"{run_label(run, cfg.runs)} · {result_path if record is None else run_dir / 'model.pt'} is damaged: "
+               f"rebuilding the run from its last checkpoint", progress)
+        for name in ("result.json", "model.pt"):
+            (run_dir / name).unlink(missing_ok=True)
+        return None
     status(f"{run_label(run, cfg.runs)} · finished before: test accuracy "
            f"{fmt_mean_ci(record['test_accuracy'], record.get('test_ci95'), unit='%')}", progress)
     return record
+
+
+def _read_result(path: Path) -> Optional[Dict]:
+    """A run's ``result.json``, or None when it is cut short or damaged."""
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    except OSError as exc:
+        raise rundir.io_error(exc, path, "read") from None
+    return record if isinstance(record, dict) and "test_accuracy" in record and "seed" in record else None
 
 
 def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
@@ -481,7 +534,14 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
 
     out = Path(out)
     require((out / "config.yaml").is_file(), f"{out} is not a gnn-cml run directory (no config.yaml): check the path")
+    rundir.hold(out, exclusive=False, create=False)  # refused while a process writes the run
+    sealed = rundir.manifest(out) is not None
+    read_run_config(out / "config.yaml")
     cfg = resolve({}, out / "config.yaml")
+    rundir.verify(out, out / "config.yaml")
+    if not sealed and (out / "results.json").exists():
+        print(f"gnn-cml evaluate: warning: {out} has no {rundir.MANIFEST} (written before gnn-cml sealed runs, or "
+              f"removed), so its files cannot be verified", file=sys.stderr)
     require(not co_learner or cfg.cml, f"--co-learner needs a run trained with --cml; {out} has none")
     if co_learner:
         cfg.dagger = True
@@ -491,6 +551,7 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
         tests = task.test_tasks()
     else:
         tests = TaskSet.load(out / "test_tasks.npz")
+        rundir.verify(out, out / "test_tasks.npz")
     accs = []
     runs = sorted(out.glob("run_*/model.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
     require(runs, f"{out} has no finished run (run_*/model.pt): train it first or use --resume")
@@ -506,7 +567,12 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
         result_path = path.parent / "result.json"
         require(result_path.is_file(), f"{path.parent} is unfinished (no result.json): "
                                        f"finish it with gnn-cml train --resume --out {out}")
-        run_seed = json.loads(result_path.read_text())["seed"]
+        rundir.verify(out, result_path)
+        record = _read_result(result_path)
+        require(record is not None, f"{result_path} is cut short or damaged: finish the run again with "
+                                    f"gnn-cml train --resume --out {out}")
+        rundir.verify(out, path)  # a model altered after the run finished is never used
+        run_seed = record["seed"]
         label = f"run {k + 1}/{len(runs)} ({path.parent.name})"
         shown = TaskProgress(label, len(tests), enabled=progress, what="evaluating")
         try:
@@ -516,6 +582,7 @@ def evaluate_run(out: Path, num_tasks: Optional[int] = None, co_learner: bool = 
             shown.close()
         accs.append(100 * float(np.mean(scores)))
         status(f"{label} · test accuracy {accs[-1]:.2f}% on {len(tests)} tasks", progress)
+    rundir.release(out)
     return {"graph": cfg.graph, "method": cfg.method, "cml": cfg.cml, "co_learner": co_learner,
             "test_tasks": len(tests),
             "test_accuracy": dict(mean_ci95(accs), runs=accs, unit="percent", **_note(len(accs)))}

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from gnn_cml import methods as registry
 from gnn_cml.config import EXECUTION_KEYS, resolve
 from gnn_cml.data import graph_info, load_graph
+from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.experiments.paired import link_pair, load_results, pair_runs, t_interval
 from gnn_cml.sampling import ClassSplit, default_split, distinct_split_seeds
@@ -57,7 +58,8 @@ def parse_split_seeds(spec: Union[str, int], classes: int, counts: Sequence[int]
     except ValueError:
         raise GnnCmlError(f"--split-seeds must be a count like 5 or a comma list of seeds like 1234,1240, "
                           f"got {text!r}") from None
-    require(seeds and all(s >= 0 for s in seeds), f"--split-seeds needs non-negative seeds, got {text!r}")
+    require(seeds and all(0 <= s <= 2**32 - 1 for s in seeds),
+            f"--split-seeds needs seeds in 0..2**32 - 1, got {text!r}")
     seen: Dict[frozenset, int] = {}
     for s in seeds:
         test = frozenset(ClassSplit.from_counts(classes, counts, s).test)
@@ -77,6 +79,7 @@ def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, 
 
     done = Path(run_dir) / "results.json"
     if resume and done.exists():
+        rundir.verify(run_dir)  # a finished arm is reused only if every file is as it was written
         saved = load_results(done)
         mine = cfg.to_dict()
         defaults = type(cfg)().to_dict()  # keys added after the arm was written hold their defaults
@@ -94,7 +97,7 @@ def shared_task_file(cfg, path: Path, overwrite: bool = False) -> Path:
     from gnn_cml.experiments.graph import GraphTask
     from gnn_cml.sampling import TaskSet
 
-    if path.exists():
+    if path.exists() and rundir.zip_damage(path) is None:  # a damaged one is drawn again (same seed, same tasks)
         tasks = TaskSet.load(path)
         split = default_split(load_graph(cfg.graph, cfg.data_root), cfg.split_seed, cfg.split, cfg.split_rule)
         want = {"seed": cfg.seed, "ways": cfg.ways, "shots": cfg.shots, "queries": cfg.test_queries,
@@ -133,6 +136,7 @@ def dagger_arm(cml_dir: Path, base: Dict, resume: bool) -> Dict:
     dagger["paired"] = {k: stats[k] for k in ("n", "differences", "delta", "delta_ci95", "delta_low", "delta_high",
                                               "t_p", "wilcoxon_p", "flags")}
     write_json(path, dagger)
+    rundir.record(cml_dir, path)  # the CML run's manifest lists it
     return dagger
 
 
@@ -215,11 +219,14 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
             grid.split_seeds[f"{name} {ways}w{k}s"] = seeds
             cells.append((name, ways, k, seeds))
     with_cml = [m for m in given if registry.get(given[m]).cml]
+    rundir.hold(out, what="reproduce output folder")  # one process per output tree
+    rundir.announce(out)
     for name, ways, k, seeds in cells:
         cell = Cell(name, ways, k, seeds, list(given), with_cml, list(baselines), dagger)
         _run_cell(cell, given, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite, data_root, seed,
                   progress)
         grid.cells.append(cell)
+    rundir.release(out)
     return grid
 
 
@@ -274,6 +281,8 @@ def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gam
     gammas = sorted(set(float(g) for g in gammas))
     arms: List[Arm] = []
     skipped: List[Tuple[str, str]] = []
+    rundir.hold(out, what="reproduce output folder")  # one process per output tree
+    rundir.announce(out)
     for g in graphs:
         name = graph_info(g).name
         try:
@@ -292,4 +301,5 @@ def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gam
                 res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
                 arms.append(Arm(name, ways, shots, split_seed, f"{method}_gamma{gamma:g}", method,
                                 "cml" if gamma > 0 else "base", res))
+    rundir.release(out)
     return arms, skipped

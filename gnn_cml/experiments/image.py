@@ -36,6 +36,7 @@ from gnn_cml.experiments.options import (OMNIGLOT_ITERATIONS, OMNIGLOT_SEEDS, OM
 from gnn_cml.experiments.common import (METHODS, check_common, command_line, derive_seed, fmt,
                                 plot_curves, summarise, train)
 from gnn_cml.data.paths import cache_root, data_root
+from gnn_cml.engine import rundir
 from gnn_cml.engine.checkpoint import write_json
 from gnn_cml.engine.trainer import METRICS, TrainerConfig, evaluate_tasks
 from gnn_cml.errors import GnnCmlError, require
@@ -291,7 +292,8 @@ def run_omniglot(shots_list: Sequence[int] = (1, 5), ways: int = 5, iterations: 
     """
     require(len(shots_list) > 0 and len(seeds) > 0, "give at least one K and one seed")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rundir.hold(out, what="reproduce output folder")  # one process per output tree (creates it)
+    rundir.announce(out)
     data = load_omniglot(root)
     split = data.split()
     train_images = rotated_classes(data.images, split["train"])
@@ -356,6 +358,7 @@ def run_omniglot(shots_list: Sequence[int] = (1, 5), ways: int = 5, iterations: 
               "cells": cells, "curves": [p.name for p in curves]}
     write_json(out / "omniglot.json", result)
     _write_tables(result, out)
+    rundir.release(out)
     return result
 
 

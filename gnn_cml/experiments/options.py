@@ -26,8 +26,8 @@ def int_list(text: str) -> List[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got '{text}'")
+    if not values or min(values) < 0 or max(values) > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers in 0..2**32 - 1, got '{text}'")
     return values
 
 

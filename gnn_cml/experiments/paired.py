@@ -195,8 +195,12 @@ def load_results(run_dir: Union[str, Path]) -> Dict:
     require(path.is_file(), f"{path} does not exist: finish the run first (gnn-cml train --resume)")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise GnnCmlError(f"{path} is not valid JSON: rerun the run or restore the file") from None
+    except OSError as exc:
+        from gnn_cml.engine.rundir import io_error
+
+        raise io_error(exc, path, "read") from None
 
 
 def link_pair(base_dir: Union[str, Path], cml_dir: Union[str, Path]) -> Dict:
@@ -216,4 +220,7 @@ def link_pair(base_dir: Union[str, Path], cml_dir: Union[str, Path]) -> Dict:
     cml["paired"] = {k: stats[k] for k in ("n", "differences", "delta", "delta_ci95", "delta_low", "delta_high",
                                            "t_p", "wilcoxon_p", "interval", "flags", "checked")}
     write_json(cml_dir / "results.json", cml)
+    from gnn_cml.engine.rundir import record
+
+    record(cml_dir, cml_dir / "results.json")  # the CML run's manifest follows this deliberate rewrite
     return stats

@@ -23,6 +23,7 @@ from gnn_cml.experiments.options import REGRESSION_ITERATIONS, add_regression_ar
 from gnn_cml.experiments.common import (METHODS, check_common, command_line, derive_seed, fmt,
                                 plot_curves, pyplot, style, summarise, train)
 from gnn_cml.experiments.common import QUICK_LABEL
+from gnn_cml.engine import rundir
 from gnn_cml.engine.checkpoint import write_json
 from gnn_cml.engine.trainer import TrainerConfig
 from gnn_cml.errors import require
@@ -112,7 +113,8 @@ def run_regression(shots_list: Sequence[int] = (5, 10, 20), seeds: Sequence[int]
     require(len(shots_list) > 0 and len(seeds) > 0, "give at least one K and one seed")
     require(test_tasks >= 1, f"test_tasks must be positive, got {test_tasks}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rundir.hold(out, what="reproduce output folder")  # one process per output tree (creates it)
+    rundir.announce(out)
     iterations = min(iterations, QUICK["iterations"]) if quick else iterations
     val_tasks = QUICK["val_tasks"] if quick else VAL_TASKS
     val_every = max(1, iterations // (QUICK["validations"] if quick else VALIDATIONS))
@@ -160,6 +162,7 @@ def run_regression(shots_list: Sequence[int] = (5, 10, 20), seeds: Sequence[int]
     plot_fits(fitted, derive_seed(seeds[0], _STREAM["plot"]), out / "regression.png", quick)
     plot_curves({f"sinusoid K = {k}: validation MSE ({val_tasks} tasks)": per for k, per in histories.items()},
                 "val_mse", out / "regression_curves.png", "validation MSE", quick=quick)
+    rundir.release(out)
     return result
 
 

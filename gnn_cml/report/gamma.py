@@ -12,7 +12,7 @@ from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.experiments.paired import finite, pair_runs, t_interval
 from gnn_cml.engine.metrics import fmt_mean_ci, fmt_number, fmt_p
 from gnn_cml.experiments.grid import PAPER_SPLIT_SEED, run_gamma_grid
-from gnn_cml.report.table3 import QUICK_BANNER, add_output_arguments, method_colour
+from gnn_cml.report.table3 import QUICK_BANNER, add_output_arguments, method_colour, seed_type
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -170,7 +170,7 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, help=f"paired runs per point (default {DEFAULT_RUNS})")
     p.add_argument("--ways", type=int, default=2, help="N classes per task (default: 2)")
     p.add_argument("--shots", type=int, default=5, help="K support nodes per class (default: 5)")
-    p.add_argument("--split-seed", type=int, default=PAPER_SPLIT_SEED,
+    p.add_argument("--split-seed", type=seed_type, default=PAPER_SPLIT_SEED,
                    help=f"class split seed (default: {PAPER_SPLIT_SEED}, the paper's)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: citeseer, gammas 0,0.2,1, 3 runs, a few episodes (flags override; default: off)")

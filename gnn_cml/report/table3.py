@@ -421,10 +421,23 @@ def add_arguments(p) -> None:
     add_output_arguments(p, "results/table3", "cells")
 
 
+def seed_type(text: str) -> int:
+    """argparse type of a seed: an integer in 0..2**32 - 1 (numpy's range)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**32 - 1, got {value}")
+    return value
+
+
 def add_output_arguments(p, out: str, what: str) -> None:
     """Options every ``reproduce`` report shares: output folder, seed, data root, resume/overwrite."""
     p.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the runs and test tasks (default: 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the runs and test tasks (default: 0)")
     p.add_argument("--root", dest="data_root", help="data root (default: $GNN_CML_DATA, else ./data)")
     p.add_argument("--resume", action="store_true", help=f"reuse finished {what}, continue interrupted ones "
                                                          "(default: off)")

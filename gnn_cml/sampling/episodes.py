@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -143,12 +146,18 @@ class TaskSet:
     def save(self, path: Union[str, Path]) -> None:
         path = Path(path)
         stack = lambda attr: np.stack([getattr(e, attr).numpy() for e in self.episodes])  # noqa: E731
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, support=stack("support"), support_y=stack("support_y"), query=stack("query"),
-                     query_y=stack("query_y"), classes=stack("classes"),
-                     meta=np.array(json.dumps(self.meta)))
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, support=stack("support"), support_y=stack("support_y"), query=stack("query"),
+                         query_y=stack("query_y"), classes=stack("classes"),
+                         meta=np.array(json.dumps(self.meta)))
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except BaseException:  # a full disk or Ctrl-C leaves no temp file behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TaskSet":
@@ -156,7 +165,7 @@ class TaskSet:
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in ("support", "support_y", "query", "query_y", "classes", "meta")}
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise GnnCmlError(f"{path} is not a valid task-set file ({exc}): regenerate it") from None
         episodes = [Episode(*(torch.from_numpy(arrays[k][i]) for k in
                               ("support", "support_y", "query", "query_y", "classes")))
