@@ -124,7 +124,7 @@ def run_copy(reference, tmp_path):
 PAUSED_TRAIN = textwrap.dedent("""
     import sys, time
     from gnn_cml.engine.trainer import Trainer
-    validate = Trainer._validate
+    validate = Trainer.validate
 
     def paused(self, *args, **kwargs):
         validate(self, *args, **kwargs)
@@ -132,7 +132,7 @@ PAUSED_TRAIN = textwrap.dedent("""
             print("paused", flush=True)
             time.sleep(600)
 
-    Trainer._validate = paused
+    Trainer.validate = paused
     from gnn_cml.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -420,8 +420,8 @@ def test_damaged_arm_of_reproduce_on_resume(run_copy, capsys):
     """``reproduce --resume`` reuses a finished arm only after verifying it (random-bytes results.json)."""
     from gnn_cml.config import resolve
     from gnn_cml.errors import GnnCmlError
-    from gnn_cml.report.paired import load_results
-    from gnn_cml.report.table3 import run_arm
+    from gnn_cml.experiments.paired import load_results
+    from gnn_cml.experiments.grid import run_arm
 
     (run_copy / "results.json").write_bytes(np.random.default_rng(3).bytes(500))
     cfg = resolve({}, run_copy / "config.yaml")
