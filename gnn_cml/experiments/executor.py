@@ -200,6 +200,7 @@ class Executor:
         self._progress, self._started, self._units = progress, time.monotonic(), list(units)
         self._done: set = set()
         out = Path(out).resolve()
+        clear_markers(out)
         try:
             markers = out / MARKERS / uuid.uuid4().hex[:12]
             markers.mkdir(parents=True)
@@ -475,6 +476,11 @@ def _probe_storage(markers: str) -> str:
     except OSError as exc:
         return f"cannot write to {folder} on {socket.gethostname()} ({exc.strerror or exc})"
     return ""
+
+
+def clear_markers(out: Path) -> None:
+    """Remove the markers a study killed as a whole left under ``out`` (its units are resumed or redone now)."""
+    shutil.rmtree(Path(out) / MARKERS, ignore_errors=True)
 
 
 def run_units(units: Sequence[Unit], executor: Optional[Executor], out: Path, progress: bool = True) -> None:

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from gnn_cml.config import EXECUTION_KEYS, resolve
 from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
-from gnn_cml.experiments.executor import Unit, add_executor_arguments, executor_from_args, run_units
+from gnn_cml.experiments.executor import Unit, clear_markers, add_executor_arguments, executor_from_args, run_units
 from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
 from gnn_cml.sampling import ClassSplit, distinct_split_seeds
 
@@ -273,6 +273,8 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
         if dagger:
             run_units(dagger_units(cells, out, methods, resume), executor, out, progress)
         resume, overwrite = True, False
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
     for name, ways, k, seeds in cells:
         _run_cell(report, name, ways, k, seeds, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite,
                   data_root, seed, progress, methods, dagger, baselines)
