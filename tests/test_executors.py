@@ -186,3 +186,37 @@ def test_bad_executor_options_fail_in_one_line_before_any_output(flags, message,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def _without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items()
+                if not any(w in k for w in ("seconds", "time", "command"))}
+    if isinstance(obj, list):
+        return [_without_timing(v) for v in obj]
+    return obj
+
+
+def test_regression_units_on_2_workers_give_the_serial_numbers(tmp_path):
+    from gnn_cml.experiments.executor import LocalExecutor
+    from gnn_cml.experiments.regression import run_regression
+
+    kw = dict(shots_list=(5,), seeds=(0, 1), iterations=10, test_tasks=50, quick=True, progress=False)
+    serial = run_regression(out=tmp_path / "serial", **kw)
+    jobs = run_regression(out=tmp_path / "jobs2", executor=LocalExecutor(2), **kw)
+    assert json.dumps(_without_timing(jobs), sort_keys=True) == json.dumps(_without_timing(serial), sort_keys=True)
+    assert not (tmp_path / "jobs2" / MARKERS).exists()
+
+
+def test_omniglot_units_on_2_workers_give_the_serial_numbers(tmp_path, shared_data):
+    from gnn_cml.experiments.executor import LocalExecutor
+    from gnn_cml.experiments.image import run_omniglot
+
+    if not (shared_data / "omniglot").is_dir():
+        pytest.skip("no omniglot data")
+    kw = dict(shots_list=(1,), ways=5, iterations=2, seeds=(0,), quick=True, test_tasks=10, root=shared_data,
+              progress=False)
+    serial = run_omniglot(out=tmp_path / "serial", **kw)
+    jobs = run_omniglot(out=tmp_path / "jobs2", executor=LocalExecutor(2), **kw)
+    # json: the one-seed CIs are NaN, which is never == NaN
+    assert json.dumps(_without_timing(jobs), sort_keys=True) == json.dumps(_without_timing(serial), sort_keys=True)
