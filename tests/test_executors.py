@@ -220,3 +220,16 @@ def test_omniglot_units_on_2_workers_give_the_serial_numbers(tmp_path, shared_da
     jobs = run_omniglot(out=tmp_path / "jobs2", executor=LocalExecutor(2), **kw)
     # json: the one-seed CIs are NaN, which is never == NaN
     assert json.dumps(_without_timing(jobs), sort_keys=True) == json.dumps(_without_timing(serial), sort_keys=True)
+
+
+@pytest.mark.parametrize("executor", ["jobs2", "ray"])
+def test_a_failing_unit_stops_the_study_with_its_one_line_error(executor, tmp_path, request):
+    from gnn_cml.errors import GnnCmlError, require
+    from gnn_cml.experiments.executor import LocalExecutor, RayExecutor, Unit
+
+    if executor == "ray":
+        request.getfixturevalue("ray_cluster")
+    units = [Unit("fine unit", os.getpid), Unit("bad unit", require, dict(condition=False, message="pick another --x"))]
+    with pytest.raises(GnnCmlError, match="^bad unit: pick another --x$"):
+        (LocalExecutor(2) if executor == "jobs2" else RayExecutor()).run(units, tmp_path, progress=False)
+    assert not (tmp_path / MARKERS).exists()
