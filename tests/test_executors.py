@@ -2,7 +2,8 @@
 processes (``--jobs 2``) or as Ray tasks on a local 2-CPU Ray cluster, with a worker killed
 mid-unit, and resumed on another executor after the whole study was killed.
 
-The grid: CiteSeer, MAML ± CML, 1- and 5-shot, ``--quick``, 2 runs (4 units), on real data.
+The grid: CiteSeer, MAML ± CML and CML-dagger, 1- and 5-shot, ``--quick``, 2 runs (4 training units, then
+2 dagger units), on real data.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from conftest import data_required
 from gnn_cml.cli import main
 from gnn_cml.experiments.executor import MARKERS
 
-GRID = ["--graphs", "citeseer", "--methods", "maml", "--quick", "--runs", "2", "--no-progress"]
+GRID = ["--graphs", "citeseer", "--methods", "maml", "--quick", "--runs", "2", "--dagger", "--no-progress"]
 ARMS = [f"citeseer/2w{k}s/split_1234/{arm}" for k in (1, 5) for arm in ("maml", "maml+cml")]
 TIMING = {"episodes_per_s", "wall_time_s"}
 
