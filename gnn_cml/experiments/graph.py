@@ -16,7 +16,7 @@ import yaml
 from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml
 from gnn_cml.data import cache_root, data_root, default_split, load_graph
 from gnn_cml.engine import distributed as dist
-from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
+from gnn_cml.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from gnn_cml.engine.metrics import ci_note, mean_ci95
 from gnn_cml.engine.progress import TaskProgress, status
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
@@ -131,6 +131,9 @@ def prepare_output(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> 
                        and saved.get(k, defaults.get(k)) != current[k]]
             require(not changed, f"--resume with a different config than {config_path} ({', '.join(changed)} "
                                  f"changed): rerun with the saved settings or use --overwrite")
+            # temp files of atomic writes (write, then rename) that a killed process left half-written
+            for stale in [*out.rglob(".*.tmp[0-9]*"), *out.rglob("*.npz.tmp")]:
+                stale.unlink()
         else:
             raise GnnCmlError(f"output directory {out} exists from another run: pass --resume to continue it "
                               f"or --overwrite to replace it")
@@ -165,7 +168,8 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         probe = build_learner(cfg, task.graph, seed=0)
     if dist.is_main():
         prepare_output(out, cfg, resume, overwrite)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        # atomically: a process killed here must not leave a half-written config that --resume then refuses
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         write_json(out / "split.json", dict(task.split.to_dict(), **task.split_provenance()))
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
