@@ -11,6 +11,7 @@ from gnn_cml.config import resolve
 from gnn_cml.data import graph_info, load_graph
 from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.experiments.executor import Unit, clear_markers, executor_from_args, run_units
 from gnn_cml.report.paired import finite, pair_runs, t_interval
 from gnn_cml.report.table3 import (PAPER_SPLIT_SEED, QUICK, QUICK_BANNER, _fmt, _p, _signed, add_output_arguments,
                                     method_colour, run_arm, seed_type, shared_task_file)
@@ -42,16 +43,25 @@ class GammaRow:
     wall_time_s: Optional[float] = None
 
 
+def point_config(name: str, method: str, gamma: float, ways: int, shots: int, runs: int, seed: int,
+                 split_seed: int, data_root, quick: bool):
+    """The run config of one sweep point (gamma = 0: the base learner, CML off)."""
+    return resolve(dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2, ways=ways,
+                        shots=shots, runs=runs, seed=seed, split_seed=split_seed, data_root=data_root,
+                        **(QUICK if quick else {})))
+
+
 def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS, gammas: Sequence[float] = GAMMAS,
               runs: int = DEFAULT_RUNS, ways: int = 2, shots: int = 5, split_seed: int = PAPER_SPLIT_SEED,
               quick: bool = False, resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None,
-              seed: int = 0, progress: bool = True) -> Tuple[List[GammaRow], List[Tuple[str, str]]]:
+              seed: int = 0, progress: bool = True, executor=None) -> Tuple[List[GammaRow], List[Tuple[str, str]]]:
     """Train every (graph, method, gamma) with the same seeds and test tasks; returns rows and skipped graphs.
 
     gamma = 0 is run as the base learner (CML off): with gamma = 0 the co-learner adds nothing to the
     meta-gradient, and the engine tests check that this is the same computation. Every other gamma is
     paired with it run by run (same initial weights, episodes and test tasks).
     Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>_gamma<g>/}``.
+    ``executor`` (``gnn_cml.experiments.executor``): train the points as units there first.
     """
     out = Path(out)
     require(0.0 in [float(g) for g in gammas], "--gammas must include 0 (the paired reference)")
@@ -61,6 +71,7 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
     skipped: List[Tuple[str, str]] = []
     rundir.hold(out, what="reproduce output folder")  # one process per output tree
     rundir.announce(out)
+    names = []
     for g in graphs:
         name = graph_info(g).name
         try:
@@ -68,14 +79,29 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
         except GnnCmlError as exc:
             skipped.append((name, str(exc)))
             continue
+        names.append(name)
+    if executor is not None:  # every point as a unit on the executor; the loop below only reads them back
+        units = []
+        for name in names:
+            where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
+            for method in methods:
+                for gamma in gammas:
+                    cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
+                    task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
+                    units.append(Unit(f"{name} {ways}w{shots}s {method} gamma {gamma:g}", run_arm,
+                                      dict(cfg=cfg, run_dir=where / f"{method}_gamma{gamma:g}", task_file=task_file,
+                                           resume=resume, overwrite=overwrite, progress=progress),
+                                      retry_kwargs=dict(resume=True, overwrite=False)))
+        run_units(units, executor, out, progress)
+        resume, overwrite = True, False
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
+    for name in names:
         where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
         for method in methods:
             base = None
             for gamma in gammas:
-                overrides = dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2,
-                                 ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
-                                 data_root=data_root, **(QUICK if quick else {}))
-                cfg = resolve(overrides)
+                cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
                 accs = res["test_accuracy"]["runs"]
@@ -220,7 +246,7 @@ def run(args) -> int:
     require(runs > 0, f"--runs must be positive, got {runs}")
     rows, skipped = run_gamma(graphs, args.out, methods, gammas, runs, args.ways, args.shots, args.split_seed,
                               args.quick, args.resume, args.overwrite, args.data_root, args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, executor=executor_from_args(args))
     command = ("gnn-cml reproduce gamma " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce gamma"
     paths = write_reports(rows, skipped, args.out, command, args.split_seed, args.seed, args.quick)

@@ -12,6 +12,7 @@ from gnn_cml.config import EXECUTION_KEYS, METHODS as ALL_METHODS, resolve
 from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.experiments.executor import Unit, clear_markers, add_executor_arguments, executor_from_args, run_units
 from gnn_cml.report.paired import contains, finite, link_pair, load_results, nested_stats, pair_runs, t_interval
 from gnn_cml.sampling import ClassSplit, distinct_split_seeds
 
@@ -257,7 +258,7 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
                resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
                progress: bool = True, methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
                split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False,
-               baselines: Sequence[str] = ()) -> Report:
+               baselines: Sequence[str] = (), executor=None) -> Report:
     """Run the Table 3 grid on the graphs available locally.
 
     Every (graph, setting) cell is repeated over the class splits named by ``split_seeds`` (a
@@ -265,6 +266,8 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
     shared by every method of that split. Base and +CML arms share ``seed``, so their runs are
     paired; ``dagger`` adds CML-dagger arms evaluated from the CML runs' saved models.
     Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>[+cml]/}``.
+    ``executor`` (``gnn_cml.experiments.executor``): train the arms as units there first (worker
+    processes, Ray); the files and the report equal those of a serial run.
     """
     out = Path(out)
     names = [graph_info(g).name for g in graphs]
@@ -291,11 +294,64 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
             cells.append((name, ways, k, seeds))
     rundir.hold(out, what="reproduce output folder")  # one process per output tree
     rundir.announce(out)
+    if executor is not None:  # every arm as a unit on the executor; the cells below only read them back
+        run_units(table3_units(cells, out, runs, quick, resume, overwrite, data_root, seed, progress, methods,
+                               baselines), executor, out, progress)
+        if dagger:
+            run_units(dagger_units(cells, out, methods, resume), executor, out, progress)
+        resume, overwrite = True, False
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
     for name, ways, k, seeds in cells:
         _run_cell(report, name, ways, k, seeds, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite,
                   data_root, seed, progress, methods, dagger, baselines)
     rundir.release(out)
     return report
+
+
+def arm_config(name: str, ways: int, shots: int, split_seed: int, arm: str, runs: int, quick: bool,
+               data_root, seed: int):
+    """The run config of one Table 3 arm: ``gmeta``, ``gmeta+cml`` or a baseline like ``tlp-dgi``."""
+    common = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
+                  data_root=data_root, **(QUICK if quick else {}))
+    if arm in BASELINES:
+        overrides = dict(common, **method_overrides(arm, quick))
+        # --quick's inner-loop budget does not apply: tlp has no inner loop (its config keeps 0 steps)
+        return resolve({k: v for k, v in overrides.items() if k != "inner_steps"})
+    method, _, extra = arm.partition("+")
+    return resolve(dict(common, method=method, cml=extra == "cml"))
+
+
+def table3_units(cells, out: Path, runs, quick, resume, overwrite, data_root, seed, progress, methods,
+                 baselines=()) -> List[Unit]:
+    """Every arm of the grid as a unit (each writes its run folder, as :func:`_run_cell` would); the
+    shared test tasks of each split are written here first."""
+    units = []
+    for name, ways, k, seeds in cells:
+        for split_seed in seeds:
+            where = Path(out) / name / f"{ways}w{k}s" / f"split_{split_seed}"
+            for arm in [label(m, c) for m in methods for c in (False, True)] + list(baselines):
+                cfg = arm_config(name, ways, k, split_seed, arm, runs, quick, data_root, seed)
+                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
+                units.append(Unit(f"{name} {ways}w{k}s split_{split_seed} {arm}", run_arm,
+                                  dict(cfg=cfg, run_dir=where / arm, task_file=task_file, resume=resume,
+                                       overwrite=overwrite, progress=progress),
+                                  retry_kwargs=dict(resume=True, overwrite=False)))
+    return units
+
+
+def dagger_units(cells, out: Path, methods, resume) -> List[Unit]:
+    """CML-dagger evaluations of the finished CML arms, as units (``dagger.json`` in each CML run)."""
+    return [Unit(f"{name} {ways}w{k}s split_{s} {m}+dagger", dagger_unit,
+                 dict(cml_dir=Path(out) / name / f"{ways}w{k}s" / f"split_{s}" / label(m, True),
+                      base_dir=Path(out) / name / f"{ways}w{k}s" / f"split_{s}" / m, resume=resume),
+                 retry_kwargs=dict(resume=True))
+            for name, ways, k, seeds in cells for s in seeds for m in methods]
+
+
+def dagger_unit(cml_dir: Path, base_dir: Path, resume: bool) -> None:
+    """A unit: :func:`dagger_arm` of a finished CML arm, paired with its base arm."""
+    dagger_arm(cml_dir, load_results(base_dir), resume)
 
 
 def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick, resume, overwrite, data_root,
@@ -309,9 +365,7 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
         for method in methods:
             results = {}
             for cml in (False, True):
-                overrides = dict(graph=name, method=method, cml=cml, ways=ways, shots=shots, runs=runs, seed=seed,
-                                 split_seed=split_seed, data_root=data_root, **(QUICK if quick else {}))
-                cfg = resolve(overrides)
+                cfg = arm_config(name, ways, shots, split_seed, label(method, cml), runs, quick, data_root, seed)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 run_dir = where / label(method, cml)
                 res = run_arm(cfg, run_dir, task_file, resume, overwrite, progress)
@@ -330,10 +384,7 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
                 report.rows.append(Row(name, setting, f"{method}+dagger", t["mean"], t["ci95"],
                                        len(d["test_accuracy"]["runs"]), None, None, None, str(split_seed)))
         for baseline in baselines:  # unpaired arms on the same fixed test tasks
-            overrides = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
-                             data_root=data_root, **(QUICK if quick else {}), **method_overrides(baseline, quick))
-            # --quick's inner-loop budget does not apply: tlp has no inner loop (its config keeps 0 steps)
-            cfg = resolve({k: v for k, v in overrides.items() if k != "inner_steps"})
+            cfg = arm_config(name, ways, shots, split_seed, baseline, runs, quick, data_root, seed)
             task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
             res = run_arm(cfg, where / baseline, task_file, resume, overwrite, progress)
             acc = res["test_accuracy"]["runs"]
@@ -624,6 +675,7 @@ def add_output_arguments(p, out: str, what: str) -> None:
                                                          "(default: off)")
     p.add_argument("--overwrite", action="store_true", help=f"replace existing {what} (default: off)")
     p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
+    add_executor_arguments(p)
 
 
 def _csv(text: Optional[str], what: str) -> Optional[List[str]]:
@@ -650,7 +702,8 @@ def run(args) -> int:
     dagger = bool(args.dagger if args.dagger is not None else study.get("dagger", False))
     report = run_table3(graphs, args.out, runs, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
                         progress=not args.no_progress, methods=methods, shots=shots, split_seeds=split_seeds,
-                        dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else ())
+                        dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else (),
+                        executor=executor_from_args(args))
     command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce table3"
     paths = write_reports(report, args.out, command, args.quick)
