@@ -39,11 +39,11 @@ def machine() -> str:
 
 
 def synthetic_graph(nodes: int, edges: int, features: int, classes: int, density: Optional[float] = None,
-                    seed: int = 0):
+                    seed: int = 0, tail: float = 2.5):
     """A random graph of a given size as a PyG ``Data``.
 
-    Edge sources follow a heavy-tailed (Pareto 2.5) weight so that hubs exist as in
-    citation graphs; edges are symmetrised and deduplicated (about ``edges`` directed).
+    Edge sources follow a heavy-tailed (Pareto, shape ``tail``) weight so that hubs exist as in
+    citation graphs (a smaller ``tail``: bigger hubs); edges are symmetrised and deduplicated (about ``edges`` directed).
     ``density`` gives sparse binary bag-of-words features (a torch sparse tensor);
     without it features are dense standard normal. Labels are uniform over ``classes``.
     """
@@ -53,7 +53,7 @@ def synthetic_graph(nodes: int, edges: int, features: int, classes: int, density
     from torch_geometric.data import Data
 
     rng = np.random.default_rng(seed)
-    weight = rng.pareto(2.5, nodes) + 1.0
+    weight = rng.pareto(tail, nodes) + 1.0
     half = int(edges // 2 * 1.002)  # a few draws are self-loops or duplicates
     src = rng.choice(nodes, half, p=weight / weight.sum())
     dst = rng.integers(0, nodes, half)

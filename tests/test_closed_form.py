@@ -123,3 +123,24 @@ def test_subgraph_encoder_without_output_activation_equals_each_subgraph_gcn(gra
                 h = torch.relu(h)
         expected = h.mean(0) if pool == "mean" else h[int(np.searchsorted(s, v))]
         assert torch.allclose(row, expected, atol=1e-8)
+
+
+def test_episodes_too_large_for_a_gram_matrix_take_the_autograd_path(graphs, monkeypatch):
+    """G-Meta's stacked 2-hop subgraphs on hub nodes: past MAX_GRAM_ENTRIES the closed form is refused
+    and the autograd inner loop gives the same loss (instead of a rows x rows allocation)."""
+    data, prepared = graphs["cora"]
+    cfg = resolve(dict(graph="cora", method="gmeta", ways=2, shots=5))
+    learner = build_learner(cfg, prepared, seed=1).to(torch.float64)
+    episode = EpisodeSampler(data.y, [0, 1, 2], 2, 5, 5, seed=2).sample()
+    support, _ = learner.inputs(episode)
+    rows = support["x"].shape[0]
+    adapted, _ = learner.split_params(dict(learner.named_parameters()))
+    assert closed_form.applies(learner, adapted, support, None, False)
+    fast, _ = _run(learner, episode, False, seed=5)
+    monkeypatch.setattr(closed_form, "MAX_GRAM_ENTRIES", rows * rows - 1)
+    assert not closed_form.applies(learner, adapted, support, None, False)
+    calls = []
+    monkeypatch.setattr(closed_form, "adapt", lambda *a, **k: calls.append(1))
+    slow, _ = _run(learner, episode, False, seed=5)
+    assert not calls
+    assert abs(float(fast.loss) - float(slow.loss)) <= 1e-5

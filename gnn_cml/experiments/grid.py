@@ -16,6 +16,7 @@ from gnn_cml.config import EXECUTION_KEYS, resolve
 from gnn_cml.data import graph_info, load_graph
 from gnn_cml.engine import rundir
 from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.experiments.executor import Unit, clear_markers, run_units
 from gnn_cml.experiments.paired import link_pair, load_results, pair_runs, t_interval
 from gnn_cml.sampling import ClassSplit, default_split, distinct_split_seeds
 
@@ -43,6 +44,29 @@ def method_overrides(arm: str, quick: bool = False) -> Dict:
 
 def label(method: str, cml: bool) -> str:
     return f"{method}+cml" if cml else method
+
+
+def arm_config(name: str, ways: int, shots: int, split_seed: int, arm: str, runs: int, quick: bool, data_root,
+               seed: int, given: Optional[Dict[str, str]] = None):
+    """The run config of one Table 3 arm: ``<method>``, ``<method>+cml`` or a baseline arm name
+    (``given``: arm names -> the --methods entries, e.g. a plugin's import path)."""
+    common = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
+                  data_root=data_root, **(QUICK if quick else {}))
+    if arm in BASELINES:
+        overrides = dict(common, **method_overrides(arm, quick))
+        # --quick's inner-loop budget does not apply to a method without an inner loop (it keeps 0 steps)
+        adapts = registry.get(overrides["method"]).adapts
+        return resolve({k: v for k, v in overrides.items() if adapts or k != "inner_steps"})
+    method, _, extra = arm.partition("+")
+    return resolve(dict(common, method=(given or {}).get(method, method), cml=extra == "cml"))
+
+
+def point_config(name: str, method: str, gamma: float, ways: int, shots: int, runs: int, seed: int,
+                 split_seed: int, data_root, quick: bool):
+    """The run config of one gamma-sweep point (gamma = 0: the base learner, CML off)."""
+    return resolve(dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2, ways=ways,
+                        shots=shots, runs=runs, seed=seed, split_seed=split_seed, data_root=data_root,
+                        **(QUICK if quick else {})))
 
 
 def parse_split_seeds(spec: Union[str, int], classes: int, counts: Sequence[int]) -> List[int]:
@@ -180,7 +204,7 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
                     overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0, progress: bool = True,
                     methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
                     split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False,
-                    baselines: Sequence[str] = ()) -> Grid:
+                    baselines: Sequence[str] = (), executor=None) -> Grid:
     """Run the Table 3 grid on the graphs available locally.
 
     Every (graph, setting) cell is repeated over the class splits named by ``split_seeds`` (a
@@ -189,6 +213,8 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
     paired; ``dagger`` adds CML-dagger arms evaluated from the CML runs' saved models. ``methods``
     are registered names or plugins' import paths (arms are named by their declared names).
     Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>[+cml]/}``.
+    ``executor`` (:mod:`gnn_cml.experiments.executor`): train the arms as units there first (worker
+    processes, Ray); the files and the results equal those of a serial run.
     """
     out = Path(out)
     names = [graph_info(g).name for g in graphs]
@@ -221,6 +247,14 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
     with_cml = [m for m in given if registry.get(given[m]).cml]
     rundir.hold(out, what="reproduce output folder")  # one process per output tree
     rundir.announce(out)
+    if executor is not None:  # every arm as a unit on the executor; the cells below only read them back
+        run_units(table3_units(cells, out, runs, quick, resume, overwrite, data_root, seed, progress, given,
+                               with_cml, baselines), executor, out, progress)
+        if dagger:
+            run_units(dagger_units(cells, out, with_cml, resume), executor, out, progress)
+        resume, overwrite = True, False
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
     for name, ways, k, seeds in cells:
         cell = Cell(name, ways, k, seeds, list(given), with_cml, list(baselines), dagger)
         _run_cell(cell, given, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite, data_root, seed,
@@ -238,9 +272,7 @@ def _run_cell(cell: Cell, given: Dict[str, str], folder: Path, runs, quick, resu
         for method in cell.methods:
             results = {}
             for cml in (False, True) if method in cell.with_cml else (False,):
-                overrides = dict(graph=name, method=given[method], cml=cml, ways=ways, shots=shots, runs=runs,
-                                 seed=seed, split_seed=split_seed, data_root=data_root, **(QUICK if quick else {}))
-                cfg = resolve(overrides)
+                cfg = arm_config(name, ways, shots, split_seed, label(method, cml), runs, quick, data_root, seed, given)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 res = run_arm(cfg, where / label(method, cml), task_file, resume, overwrite, progress)
                 results[cml] = res
@@ -253,20 +285,49 @@ def _run_cell(cell: Cell, given: Dict[str, str], folder: Path, runs, quick, resu
                 d = dagger_arm(where / label(method, True), results[False], resume)
                 cell.arms.append(Arm(name, ways, shots, split_seed, f"{method}+dagger", method, "dagger", d))
         for baseline in cell.baselines:  # unpaired arms on the same fixed test tasks
-            overrides = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
-                             data_root=data_root, **(QUICK if quick else {}), **method_overrides(baseline, quick))
-            # --quick's inner-loop budget does not apply to a method without an inner loop (it keeps 0 steps)
-            adapts = registry.get(overrides["method"]).adapts
-            cfg = resolve({k: v for k, v in overrides.items() if adapts or k != "inner_steps"})
+            cfg = arm_config(name, ways, shots, split_seed, baseline, runs, quick, data_root, seed)
             task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
             res = run_arm(cfg, where / baseline, task_file, resume, overwrite, progress)
             cell.arms.append(Arm(name, ways, shots, split_seed, baseline, baseline, "baseline", res))
 
 
+def table3_units(cells, out: Path, runs, quick, resume, overwrite, data_root, seed, progress, given: Dict[str, str],
+                 with_cml: Sequence[str], baselines=()) -> List[Unit]:
+    """Every arm of the grid as a unit (each writes its run folder, as :func:`_run_cell` would); the
+    shared test tasks of each split are written here first."""
+    units = []
+    for name, ways, k, seeds in cells:
+        for split_seed in seeds:
+            where = Path(out) / name / f"{ways}w{k}s" / f"split_{split_seed}"
+            arms = [label(m, c) for m in given for c in ((False, True) if m in with_cml else (False,))]
+            for arm in arms + list(baselines):
+                cfg = arm_config(name, ways, k, split_seed, arm, runs, quick, data_root, seed, given)
+                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
+                units.append(Unit(f"{name} {ways}w{k}s split_{split_seed} {arm}", run_arm,
+                                  dict(cfg=cfg, run_dir=where / arm, task_file=task_file, resume=resume,
+                                       overwrite=overwrite, progress=progress),
+                                  retry_kwargs=dict(resume=True, overwrite=False)))
+    return units
+
+
+def dagger_units(cells, out: Path, methods: Sequence[str], resume) -> List[Unit]:
+    """CML-dagger evaluations of the finished CML arms, as units (``dagger.json`` in each CML run)."""
+    return [Unit(f"{name} {ways}w{k}s split_{s} {m}+dagger", dagger_unit,
+                 dict(cml_dir=Path(out) / name / f"{ways}w{k}s" / f"split_{s}" / label(m, True),
+                      base_dir=Path(out) / name / f"{ways}w{k}s" / f"split_{s}" / m, resume=resume),
+                 retry_kwargs=dict(resume=True))
+            for name, ways, k, seeds in cells for s in seeds for m in methods]
+
+
+def dagger_unit(cml_dir: Path, base_dir: Path, resume: bool) -> None:
+    """A unit: :func:`dagger_arm` of a finished CML arm, paired with its base arm."""
+    dagger_arm(cml_dir, load_results(base_dir), resume)
+
+
 def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gammas: Sequence[float], runs: int,
                    ways: int = 2, shots: int = 5, split_seed: int = PAPER_SPLIT_SEED, quick: bool = False,
                    resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
-                   progress: bool = True) -> Tuple[List[Arm], List[Tuple[str, str]]]:
+                   progress: bool = True, executor=None) -> Tuple[List[Arm], List[Tuple[str, str]]]:
     """Train every (graph, method, gamma) with the same seeds and test tasks; returns the arms (label
     ``<method>_gamma<g>``, in order: per graph and method, ascending gamma) and the skipped graphs.
 
@@ -283,6 +344,7 @@ def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gam
     skipped: List[Tuple[str, str]] = []
     rundir.hold(out, what="reproduce output folder")  # one process per output tree
     rundir.announce(out)
+    names = []
     for g in graphs:
         name = graph_info(g).name
         try:
@@ -290,13 +352,28 @@ def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gam
         except GnnCmlError as exc:
             skipped.append((name, str(exc)))
             continue
+        names.append(name)
+    if executor is not None:  # every point as a unit on the executor; the loop below only reads them back
+        units = []
+        for name in names:
+            where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
+            for method in methods:
+                for gamma in gammas:
+                    cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
+                    task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
+                    units.append(Unit(f"{name} {ways}w{shots}s {method} gamma {gamma:g}", run_arm,
+                                      dict(cfg=cfg, run_dir=where / f"{method}_gamma{gamma:g}", task_file=task_file,
+                                           resume=resume, overwrite=overwrite, progress=progress),
+                                      retry_kwargs=dict(resume=True, overwrite=False)))
+        run_units(units, executor, out, progress)
+        resume, overwrite = True, False
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
+    for name in names:
         where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
         for method in methods:
             for gamma in gammas:
-                overrides = dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2,
-                                 ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
-                                 data_root=data_root, **(QUICK if quick else {}))
-                cfg = resolve(overrides)
+                cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
                 arms.append(Arm(name, ways, shots, split_seed, f"{method}_gamma{gamma:g}", method,

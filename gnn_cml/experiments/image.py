@@ -40,6 +40,7 @@ from gnn_cml.engine import rundir
 from gnn_cml.engine.checkpoint import write_json
 from gnn_cml.engine.trainer import METRICS, TrainerConfig, evaluate_tasks
 from gnn_cml.errors import GnnCmlError, require
+from gnn_cml.experiments.executor import Unit, clear_markers, executor_from_args, run_units
 from gnn_cml.meta.base import MetaLearner
 from gnn_cml.meta.cml import CML
 from gnn_cml.meta.maml import MAML
@@ -280,11 +281,38 @@ def widen_head(learner: MAML, ways: int) -> MAML:
 
 
 # --- the benchmark ------------------------------------------------------------------------------------------------
+def train_run(train_images, ways: int, shots: int, seed: int, method: str, cml: bool, iterations: int, val,
+              val_every: int, out: Path, resume: bool, progress: bool):
+    """Meta-train one (K, seed, method) run into ``out/runs/{N}w{K}s/seed{s}/{method}``; returns (learner, trainer)."""
+    key = lambda stream: derive_seed(seed, ways, shots, _STREAM[stream])  # noqa: E731
+    learner = build_learner(ways, cml, key("init"))
+    config = TrainerConfig(episodes=iterations, meta_batch=META_BATCH, lr=LR, val_every=val_every,
+                           patience=iterations // val_every + 1, metric="accuracy", seed=key("init"), progress=progress)
+    sampler = OmniglotSampler(train_images, np.arange(len(train_images)), ways, shots, QUERIES, key("train"))
+    trainer = train(learner, sampler, val, config, out / "runs" / f"{ways}w{shots}s" / f"seed{seed}" / method,
+                    resume, f"{ways}w{shots}s {method} s{seed}")
+    return learner, trainer
+
+
+def omniglot_unit(root, ways: int, shots: int, seed: int, method: str, cml: bool, iterations: int, val_tasks: int,
+                  val_every: int, out: Path, resume: bool, progress: bool) -> None:
+    """A unit of ``reproduce omniglot``: one run's meta-training (its checkpoint is what it leaves)."""
+    data = load_omniglot(root)
+    split = data.split()
+    val = OmniglotSampler(data.images, split["val"], ways, shots, QUERIES,
+                          derive_seed(seed, ways, shots, _STREAM["val"])).fixed(val_tasks)
+    train_run(rotated_classes(data.images, split["train"]), ways, shots, seed, method, cml, iterations, val,
+              val_every, Path(out), resume, progress)
+
+
 def run_omniglot(shots_list: Sequence[int] = (1, 5), ways: int = 5, iterations: int = DEFAULT_ITERATIONS,
                  seeds: Sequence[int] = DEFAULT_SEEDS, out: Path = Path("results/omniglot"), quick: bool = False,
                  test_tasks: int = TEST_TASKS, root=None, resume: bool = False, progress: bool = True,
-                 command: Optional[str] = None) -> Dict:
+                 command: Optional[str] = None, executor=None) -> Dict:
     """Train MAML and MAML+CML per K and seed, test on the same fixed tasks and the 20 one-shot runs.
+
+    ``executor`` (``gnn_cml.experiments.executor``): train the runs as units there first; testing and
+    the reports then read their checkpoints (same numbers as a serial run).
 
     Writes ``omniglot.md``, ``omniglot.csv``, ``omniglot.json`` and
     ``omniglot_curves_{ways}w{K}s.png`` (validation accuracy vs episode) to ``out``;
@@ -304,6 +332,16 @@ def run_omniglot(shots_list: Sequence[int] = (1, 5), ways: int = 5, iterations: 
     val_every = max(1, iterations // (QUICK["validations"] if quick else VALIDATIONS))
     accuracy = METRICS["accuracy"]
     started = time.perf_counter()
+    if executor is not None:  # every (K, seed, method) trained as a unit; the loop below reads them back
+        units = [Unit(f"{ways}w{shots}s seed {seed} {method}", omniglot_unit,
+                      dict(root=root, ways=ways, shots=shots, seed=seed, method=method, cml=cml, iterations=iterations,
+                           val_tasks=val_tasks, val_every=val_every, out=out, resume=resume, progress=progress),
+                      retry_kwargs=dict(resume=True))
+                 for shots in shots_list for seed in seeds for method, cml in METHODS]
+        run_units(units, executor, out, progress)
+        resume = True
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
     cells, curves = [], []
     for shots in shots_list:
         scores: Dict[str, Dict[int, List[float]]] = {m: {} for m, _ in METHODS}
@@ -317,13 +355,8 @@ def run_omniglot(shots_list: Sequence[int] = (1, 5), ways: int = 5, iterations: 
             val = sampler(data.images, split["val"], "val").fixed(val_tasks)
             tests = sampler(data.images, split["test"], "test").fixed(test_tasks)
             for method, cml in METHODS:
-                learner = build_learner(ways, cml, key("init"))
-                config = TrainerConfig(episodes=iterations, meta_batch=META_BATCH, lr=LR, val_every=val_every,
-                                       patience=iterations // val_every + 1, metric="accuracy", seed=key("init"),
-                                       progress=progress)
-                trainer = train(learner, sampler(train_images, np.arange(len(train_images)), "train"), val, config,
-                                out / "runs" / f"{ways}w{shots}s" / f"seed{seed}" / method, resume,
-                                f"{ways}w{shots}s {method} s{seed}")
+                learner, trainer = train_run(train_images, ways, shots, seed, method, cml, iterations, val, val_every,
+                                             out, resume, progress)
                 start = time.perf_counter()
                 scores[method][seed] = trainer.evaluate(tests)
                 if shots == 1:
@@ -418,7 +451,8 @@ def run(args) -> int:
     require(args.ways >= 2, f"--ways must be at least 2, got {args.ways}")
     require(args.test_tasks >= 1, f"--test-tasks must be positive, got {args.test_tasks}")
     result = run_omniglot(args.shots, args.ways, args.iterations, args.seeds, args.out, args.quick, args.test_tasks,
-                          args.data_root, args.resume, progress=not args.no_progress)
+                          args.data_root, args.resume, progress=not args.no_progress,
+                          executor=executor_from_args(args))
     for cell in result["cells"]:
         print(f"{cell['ways']}w{cell['shots']}s: " + ", ".join(f"{m} {fmt(s['over_seeds'], 2)}"
                                                            for m, s in cell["methods"].items()))

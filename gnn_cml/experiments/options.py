@@ -46,6 +46,9 @@ def add_common_arguments(p: argparse.ArgumentParser, out: str, shots: Sequence[i
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints "
                                                          "(default: off)")
     p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
+    from gnn_cml.experiments.executor import add_executor_arguments  # torch-free, like this module
+
+    add_executor_arguments(p)
 
 
 def add_regression_arguments(p: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ from gnn_cml.engine import rundir
 from gnn_cml.engine.checkpoint import write_json
 from gnn_cml.engine.trainer import TrainerConfig
 from gnn_cml.errors import require
+from gnn_cml.experiments.executor import Unit, clear_markers, executor_from_args, run_units
 from gnn_cml.meta.base import MetaLearner
 from gnn_cml.meta.factory import with_cml
 from gnn_cml.meta.maml import MAML
@@ -100,11 +101,33 @@ def build_learner(cml: bool, seed: int, gamma: float = GAMMA) -> MetaLearner:
     return with_cml(learner, HIDDEN, 1, gamma=gamma, hidden=(HIDDEN,), seed=seed) if cml else learner
 
 
+def train_run(shots: int, seed: int, method: str, cml: bool, iterations: int, val: List[Episode], val_every: int,
+              out: Path, resume: bool, progress: bool):
+    """Meta-train one (K, seed, method) run into ``out/runs/K{k}/seed{s}/{method}``; returns (learner, trainer)."""
+    key = lambda stream: derive_seed(seed, shots, _STREAM[stream])  # noqa: E731
+    learner = build_learner(cml, key("init"))
+    config = TrainerConfig(episodes=iterations, meta_batch=META_BATCH, lr=LR, val_every=val_every,
+                           patience=iterations // val_every + 1, metric="mse", seed=key("init"), progress=progress)
+    trainer = train(learner, SinusoidSampler(shots, shots, key("train")), val, config,
+                    out / "runs" / f"K{shots}" / f"seed{seed}" / method, resume, f"K={shots} {method} s{seed}")
+    return learner, trainer
+
+
+def regression_unit(shots: int, seed: int, method: str, cml: bool, iterations: int, val_tasks: int, val_every: int,
+                    out: Path, resume: bool, progress: bool) -> None:
+    """A unit of ``reproduce regression``: one run's meta-training (its checkpoint is what it leaves)."""
+    val = SinusoidSampler(shots, EVAL_QUERIES, derive_seed(seed, shots, _STREAM["val"])).tasks(val_tasks)
+    train_run(shots, seed, method, cml, iterations, val, val_every, Path(out), resume, progress)
+
+
 def run_regression(shots_list: Sequence[int] = (5, 10, 20), seeds: Sequence[int] = (0, 1, 2),
                    iterations: int = DEFAULT_ITERATIONS, test_tasks: int = 600,
                    out: Path = Path("results/regression"), quick: bool = False, resume: bool = False,
-                   progress: bool = True, command: Optional[str] = None) -> Dict:
+                   progress: bool = True, command: Optional[str] = None, executor=None) -> Dict:
     """Train MAML and MAML+CML per K and seed, test both on the same fixed tasks, write the reports.
+
+    ``executor`` (``gnn_cml.experiments.executor``): train the runs as units there first; testing and
+    the reports then read their checkpoints (same numbers as a serial run).
 
     Writes ``regression.md``, ``regression.csv``, ``regression.json``, ``regression.png``
     (Fig. 2 style fits) and ``regression_curves.png`` (validation MSE) to ``out``; each
@@ -119,6 +142,16 @@ def run_regression(shots_list: Sequence[int] = (5, 10, 20), seeds: Sequence[int]
     val_tasks = QUICK["val_tasks"] if quick else VAL_TASKS
     val_every = max(1, iterations // (QUICK["validations"] if quick else VALIDATIONS))
     started = time.perf_counter()
+    if executor is not None:  # every (K, seed, method) trained as a unit; the loop below reads them back
+        units = [Unit(f"K={shots} seed {seed} {method}", regression_unit,
+                      dict(shots=shots, seed=seed, method=method, cml=cml, iterations=iterations, val_tasks=val_tasks,
+                           val_every=val_every, out=out, resume=resume, progress=progress),
+                      retry_kwargs=dict(resume=True))
+                 for shots in shots_list for seed in seeds for method, cml in METHODS]
+        run_units(units, executor, out, progress)
+        resume = True
+    else:
+        clear_markers(out)  # left by a study with --jobs/--executor that was killed
     cells, histories, fitted = [], {}, {}
     for shots in shots_list:
         scores: Dict[str, Dict[int, List[float]]] = {m: {} for m, _ in METHODS}
@@ -128,13 +161,8 @@ def run_regression(shots_list: Sequence[int] = (5, 10, 20), seeds: Sequence[int]
             val = SinusoidSampler(shots, EVAL_QUERIES, key("val")).tasks(val_tasks)
             tests = SinusoidSampler(shots, EVAL_QUERIES, key("test")).tasks(test_tasks)
             for method, cml in METHODS:
-                learner = build_learner(cml, key("init"))
-                config = TrainerConfig(episodes=iterations, meta_batch=META_BATCH, lr=LR, val_every=val_every,
-                                       patience=iterations // val_every + 1, metric="mse", seed=key("init"),
-                                       progress=progress)
-                trainer = train(learner, SinusoidSampler(shots, shots, key("train")), val, config,
-                                out / "runs" / f"K{shots}" / f"seed{seed}" / method, resume,
-                                f"K={shots} {method} s{seed}")
+                learner, trainer = train_run(shots, seed, method, cml, iterations, val, val_every, out, resume,
+                                             progress)
                 scores[method][seed] = trainer.evaluate(tests)
                 histories.setdefault(shots, {}).setdefault(method, []).append(trainer.history)
                 runs.append({"seed": seed, "method": method, "test_mse": float(np.mean(scores[method][seed])),
@@ -247,7 +275,7 @@ def run(args) -> int:
     """Entry point of ``gnn-cml reproduce regression``."""
     check_common(args)
     result = run_regression(args.shots, args.seeds, args.iterations, args.test_tasks, args.out, args.quick,
-                            args.resume, progress=not args.no_progress)
+                            args.resume, progress=not args.no_progress, executor=executor_from_args(args))
     for cell in result["cells"]:
         print(f"K={cell['shots']}: " + ", ".join(f"{m} {fmt(s['over_seeds'])}" for m, s in cell["methods"].items()))
     print(Path(args.out) / "regression.md")

@@ -35,6 +35,10 @@ W1, B1, W2, B2 = ("net.encoder.layers.0.weight", "net.encoder.layers.0.bias",
                   "net.encoder.layers.1.weight", "net.encoder.layers.1.bias")
 WH, BH = "net.head.net.1.weight", "net.head.net.1.bias"
 KEYS = (W1, B1, W2, B2, WH, BH)
+# The Gram matrix of the episode's rows is rows x rows: past this many entries (1 GiB in float32) the
+# autograd path runs instead. G-Meta's stacked 2-hop subgraphs reach 10^5 rows on hub nodes of a
+# power-law graph of ogbn-arxiv's size (benchmarks/scale_episode.py), an 80 GB Gram matrix.
+MAX_GRAM_ENTRIES = 2 ** 28
 
 
 def why_not(learner) -> Optional[str]:
@@ -63,6 +67,7 @@ def applies(learner, adapted: Params, inputs, cond, functional: bool) -> bool:
     return (not functional and why_not(learner) is None and set(adapted) == set(KEYS)
             and (cond is None or set(cond) == {"scale"})
             and isinstance(inputs, dict) and "xw" not in inputs and isinstance(inputs.get("x"), RowBlock)
+            and inputs["x"].shape[0] ** 2 <= MAX_GRAM_ENTRIES
             and all(isinstance(b, RowBlock) and b.dense is not None for b in _propagation_parts(learner.encoder, inputs)))
 
 

@@ -14,6 +14,7 @@ from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.experiments.grid import (BASE_METHODS, BASELINES, PAPER_SPLIT_SEED, QUICK, SETTINGS, Grid, label,
                                       method_overrides, parse_split_seeds, run_arm, run_table3_grid,
                                       shared_task_file)
+from gnn_cml.experiments.executor import add_executor_arguments, executor_from_args
 from gnn_cml.experiments.paired import contains, finite, nested_stats, t_interval
 
 METHODS: List[Tuple[str, bool]] = [(m, cml) for m in BASE_METHODS for cml in (False, True)]
@@ -138,10 +139,11 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
                resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
                progress: bool = True, methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
                split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False,
-               baselines: Sequence[str] = ()) -> Report:
-    """Run the Table 3 grid (:func:`gnn_cml.experiments.grid.run_table3_grid`) and tabulate it beside the paper."""
+               baselines: Sequence[str] = (), executor=None) -> Report:
+    """Run the Table 3 grid (:func:`gnn_cml.experiments.grid.run_table3_grid`; ``executor``: train the arms
+    as units there first) and tabulate it beside the paper."""
     grid = run_table3_grid(graphs, out, runs, quick, resume, overwrite, data_root, seed, progress, methods, shots,
-                           split_seeds, dagger, baselines)
+                           split_seeds, dagger, baselines, executor)
     return table3_report(grid)
 
 
@@ -443,6 +445,7 @@ def add_output_arguments(p, out: str, what: str) -> None:
                                                          "(default: off)")
     p.add_argument("--overwrite", action="store_true", help=f"replace existing {what} (default: off)")
     p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
+    add_executor_arguments(p)
 
 
 def _csv(text: Optional[str], what: str, lower: bool = True) -> Optional[List[str]]:
@@ -470,7 +473,8 @@ def run(args) -> int:
     dagger = bool(args.dagger if args.dagger is not None else study.get("dagger", False))
     report = run_table3(graphs, args.out, runs, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
                         progress=not args.no_progress, methods=methods, shots=shots, split_seeds=split_seeds,
-                        dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else ())
+                        dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else (),
+                        executor=executor_from_args(args))
     command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce table3"
     paths = write_reports(report, args.out, command, args.quick)
