@@ -11,7 +11,7 @@ import yaml
 
 from gnn_cml.errors import GnnCmlError, require
 
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp")
+METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "tent", "protonet", "gpn", "tlp")
 
 
 def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
@@ -40,10 +40,10 @@ class RunConfig:
     graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
                       metavar="NAME")
     method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
-                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, or tlp (linear probes on a pretrained "
-                               "GCN, no meta-training)",
+                               "MAML), ammgnn (feature modulation + MAML), tent (class-conditioned GCN, TLP-FSNC's script), protonet, "
+                               "gpn, or tlp (linear probes on a pretrained GCN, no meta-training)",
                        metavar="|".join(METHODS))
-    cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
+    cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn/tent run")
     gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
     dagger: bool = _opt(False, "CML-dagger: predict with the co-learner at test time (with --cml)")
     co_hidden: List[int] = _opt(help="hidden layer sizes of the co-learner", factory=lambda: [16], cli=False)
@@ -131,6 +131,9 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
               "weight_decay": 5e-4, "query_eval": True, "episodes": 1000},
     "ammgnn": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.1, "lr": 0.01, "weight_decay": 5e-4,
                "query_eval": True, "episodes": 500},
+    # TLP-FSNC's train_TENT.py (gnn_cml/meta/tent.py): no inner loop; its dropout 0.2 is never applied.
+    "tent": {"backbone": "gcn", "inner_steps": 0, "lr": 0.05, "weight_decay": 5e-4, "hidden": 16, "dropout": 0.0,
+             "episodes": 2000, "val_every": 50, "val_tasks": 20, "patience": 10},
     "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
     "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
     # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
@@ -338,7 +341,7 @@ def validate(cfg: RunConfig) -> None:
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
     _validate_tlp(cfg)
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
-            f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
+            f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta, ammgnn or tent")
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
@@ -352,7 +355,7 @@ def _validate_tlp(cfg: RunConfig) -> None:
                            f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method tlp")
         return
     require(not cfg.cml, "--cml needs a meta-learner with an inner loop; tlp pretrains an encoder and fits a "
-                         "probe per task: drop --cml, or use --method maml, metagnn, gmeta or ammgnn")
+                         "probe per task: drop --cml, or use --method maml, metagnn, gmeta, ammgnn or tent")
     from gnn_cml.meta.tlp import PRETRAINS, PROBE_SCALES, PROBE_SOLVERS
 
     for key, allowed in (("pretrain", PRETRAINS), ("probe_solver", PROBE_SOLVERS), ("probe_scale", PROBE_SCALES)):

@@ -25,7 +25,7 @@ class CML(MetaLearner):
         super().__init__(learner.task_loss)
         require(getattr(learner, "adapts", False),
                 f"CML needs a gradient-based learner with an inner loop; {type(learner).__name__} has none: "
-                f"use maml, metagnn, gmeta or ammgnn")
+                f"use maml, metagnn, gmeta, ammgnn or tent")
         require(gamma >= 0, f"gamma must be >= 0, got {gamma}")
         self.learner, self.co_learner = learner, co_learner
         self.gamma, self.dagger = float(gamma), dagger

@@ -46,6 +46,24 @@ def _graph_name(graph: str) -> str:
     return graph_info(str(graph)).name
 
 
+def _tent(cfg: RunConfig, graph: PreparedGraph, seed: int) -> MetaLearner:
+    """TENT with the run's training-class labels bound (its supervised term reads them)."""
+    import numpy as np
+
+    from gnn_cml.data import default_split
+    from gnn_cml.meta.tent import TENT
+
+    data = graph.data
+    learner = TENT(graph, int(data.num_classes), hidden=cfg.hidden, dropout=cfg.dropout).initialise(cfg.init)
+    split = default_split(data, seed=cfg.split_seed, counts=cfg.split, rule=cfg.split_rule)
+    y = data.y.cpu().numpy().reshape(-1)
+    nodes = np.flatnonzero(np.isin(y, np.asarray(split.train)))
+    learner.use_training_labels(nodes, y[nodes])
+    if cfg.cml:
+        learner = with_cml(learner, cfg.hidden, cfg.ways, cfg.gamma, cfg.co_hidden, cfg.dagger, seed, init=cfg.init)
+    return learner
+
+
 def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLearner:
     """The learner named by ``cfg.method`` on ``graph``, initialised from ``seed``."""
     torch.manual_seed(seed)
@@ -56,6 +74,8 @@ def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLe
 
         return TLP(pretrain_settings(cfg, _graph_name(cfg.graph)), graph, cfg.ways, cfg.probe_c, cfg.probe_solver,
                    cfg.probe_scale)
+    if cfg.method == "tent":
+        return _tent(cfg, graph, seed)
     if cfg.method == "protonet":
         return initialise_(ProtoNet(_encoder(cfg, graph)), cfg.init)
     if cfg.method == "gpn":
