@@ -54,7 +54,7 @@ parameters, TENT's task adaptation in place of MAML's inner gradient steps.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
@@ -114,7 +114,6 @@ class TENT(MetaLearner):
         self._train_nodes: Optional[np.ndarray] = None
         self._train_labels: Optional[torch.Tensor] = None
         self._train_rows: Optional[RowBlock] = None
-        self._subgraphs: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         indptr = graph.adj.indptr
         self._alone = np.diff(indptr) == 1  # only the self-loop: the script's "one non-zero" test
 
@@ -135,29 +134,22 @@ class TENT(MetaLearner):
         self._train_rows = self.graph.feature_rows(1, nodes) if len(nodes) else None
 
     # --- parameter-free structure ---------------------------------------------------------------
-    def _subgraph(self, node: int):
-        """Node's 2-hop subgraph: sorted members and ``Â`` restricted to them (COO), cached."""
-        if node not in self._subgraphs:
-            members = self.graph.neighbourhood(np.array([node]), 2)
-            block = self.graph.adj[members][:, members].tocoo()
-            self._subgraphs[node] = (members, block.row.astype(np.int64), block.col.astype(np.int64),
-                                     block.data)
-        return self._subgraphs[node]
-
     def _query_blocks(self, query: np.ndarray):
-        """All queries' subgraphs as one block-diagonal ``Â`` (COO RowBlock), the member of every
-        row and the query (segment) each row belongs to."""
+        """All queries' 2-hop subgraphs (sorted members, ``Â`` restricted to them, not renormalised;
+        :meth:`PreparedGraph.subgraphs`, extracted at once and cached) as one block-diagonal ``Â``
+        (COO RowBlock), the member of every row and the query (segment) each row belongs to."""
         members, rows, cols, vals, owner = [], [], [], [], []
         offset = 0
-        for i, q in enumerate(query):
-            nodes, r, c, v = self._subgraph(int(q))
-            members.append(nodes)
-            rows.append(r + offset)
-            cols.append(c + offset)
-            vals.append(v)
-            owner.append(np.full(len(nodes), i, dtype=np.int64))
-            offset += len(nodes)
-        block = RowBlock(row=torch.from_numpy(np.concatenate(rows)), col=torch.from_numpy(np.concatenate(cols)),
+        for i, sub in enumerate(self.graph.subgraphs(query, 2)):
+            size = len(sub.nodes)
+            members.append(sub.nodes)
+            rows.append(np.repeat(np.arange(size), np.diff(sub.adj_indptr)) + offset)
+            cols.append(sub.adj_indices + offset)
+            vals.append(sub.adj_data)
+            owner.append(np.full(size, i, dtype=np.int64))
+            offset += size
+        block = RowBlock(row=torch.from_numpy(np.concatenate(rows).astype(np.int64)),
+                         col=torch.from_numpy(np.concatenate(cols).astype(np.int64)),
                          val=torch.from_numpy(np.concatenate(vals).astype(np.float32)), shape=(offset, offset))
         return block, np.concatenate(members), torch.from_numpy(np.concatenate(owner))
 
@@ -185,12 +177,13 @@ class TENT(MetaLearner):
         if self.virtual_node == "reference":  # running mean over the support nodes of ways 0..i
             sums, counts = sums.cumsum(0), counts.cumsum(0)
         virtual = sums / counts.unsqueeze(1)
-        shots = support_emb.shape[0] // ways
-        if shots == 1:  # a support node with no neighbour is its own class-ego "subgraph"
-            lone = [int((support_y == i).nonzero()[0]) for i in range(ways)]
-            alone = torch.from_numpy(self._alone[support[lone]])
-            if bool(alone.any()):
-                virtual = torch.where(alone.unsqueeze(1), support_emb[lone], virtual)
+        labels = support_y.cpu().numpy()
+        if len(labels) == ways:  # 1 shot: a support node with no neighbour is its own class-ego "subgraph"
+            lone = np.argsort(labels, kind="stable")
+            alone = self._alone[support[lone]]
+            if alone.any():
+                mask = torch.from_numpy(alone).to(virtual.device).unsqueeze(1)
+                virtual = torch.where(mask, support_emb[torch.from_numpy(lone).to(virtual.device)], virtual)
         return virtual
 
     def forward(self, episode: Episode, train: bool = True) -> TaskResult:
@@ -227,15 +220,19 @@ class TENT(MetaLearner):
             loss, metrics = contrast, {"query_loss": float(contrast.detach())}
             if train:
                 if self.repeat_last_query:
-                    last = torch.stack([(query_y == i).nonzero().max() for i in range(ways)])
+                    labels = query_y.cpu().numpy()
+                    last = torch.from_numpy(len(labels) - 1 - np.unique(labels[::-1], return_index=True)[1]).to(device)
                     repeated = F.cross_entropy(sim[last], torch.arange(ways, device=device))
                     loss = loss + repeated
                     metrics["repeated_query_loss"] = float(repeated.detach())
                 if self._train_rows is None:
                     raise GnnCmlError("TENT's supervised term needs the training classes' labelled nodes: call "
                                       "learner.use_training_labels(nodes, labels) (build_learner does it)")
-                logits = self._embed(_to(self._train_rows, device)) @ self.classifier.weight.t() \
-                    + self.classifier.bias
+                # classifier(embedder(rows)) with the two linear maps merged first: the wide sparse rows
+                # meet num_classes columns instead of hidden ones
+                merged = self.embed.weight.t() @ self.classifier.weight.t()
+                logits = _to(self._train_rows, device).matmul(merged) \
+                    + (self.embed.bias @ self.classifier.weight.t() + self.classifier.bias)
                 supervised = F.cross_entropy(logits, self._train_labels.to(device))
                 loss = loss + supervised
                 metrics["supervised_loss"] = float(supervised.detach())
