@@ -71,6 +71,16 @@ VIRTUAL_NODES = ("reference", "class")
 PREDICTS = ("probe", "similarity")
 
 
+class ConditionedGCN(nn.Module):
+    """The script's ``GCN_dense`` weights: two ``hidden -> hidden`` GCN layers whose entries a task's
+    generated scales and shifts modulate (:meth:`TENT._generated` computes with them)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.gc1, self.gc2 = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.out_dim = hidden
+
+
 class TENT(MetaLearner):
     """TENT on a prepared graph: ``forward(episode, train) -> TaskResult``.
 
@@ -86,14 +96,33 @@ class TENT(MetaLearner):
         probe_c: inverse L2 strength of the probe (1.0).
 
     Training needs the labelled nodes of the training classes (:meth:`use_training_labels`;
-    :func:`gnn_cml.meta.factory.build_learner` sets them from the run's class split).
+    :meth:`from_config`, used by ``build_learner``, sets them from the run's class split).
 
     Example:
         >>> learner = build_learner(resolve(dict(graph="citeseer", method="tent")), graph)
         >>> result = learner(episode, train=True); result.loss.backward()
     """
 
-    adapts = True  # task-conditioned (generated) parameters: a CML co-learner can ride on them
+    # Its weights are adapted per task (generated, class-conditioned), not by inner gradient steps; the
+    # adapted query embeddings carry a CML co-learner's gradient back through that adaptation.
+    adapts = True
+
+    @classmethod
+    def from_config(cls, cfg, graph) -> "TENT":
+        """TENT of run config ``cfg`` on ``graph``, with the training classes' labelled nodes bound
+        (the class split of ``cfg``: only training-class labels are read)."""
+        from gnn_cml.data import default_split
+
+        data = graph.data
+        learner = cls(graph, int(data.num_classes), hidden=cfg.hidden, dropout=cfg.dropout,
+                      virtual_node=cfg.option("tent_virtual_node") or "reference",
+                      repeat_last_query=(cfg.option("tent_last_query") or "twice") == "twice",
+                      predict=cfg.option("tent_predict") or "probe").initialise(cfg.init)
+        split = default_split(data, seed=cfg.split_seed, counts=cfg.split, rule=cfg.split_rule)
+        y = data.y.cpu().numpy().reshape(-1)
+        nodes = np.flatnonzero(np.isin(y, np.asarray(split.train)))
+        learner.use_training_labels(nodes, y[nodes])
+        return learner
 
     def __init__(self, graph, num_classes: int, hidden: int = 16, tau: float = 0.5, dropout: float = 0.0,
                  virtual_node: str = "reference", repeat_last_query: bool = True, predict: str = "probe",
@@ -108,7 +137,7 @@ class TENT(MetaLearner):
             virtual_node, repeat_last_query, predict, float(probe_c)
         h = self.hidden
         self.embed = nn.Linear(graph.num_features, h)  # GCN_emb's single layer
-        self.gc1, self.gc2 = nn.Linear(h, h), nn.Linear(h, h)  # GCN_dense
+        self.encoder = ConditionedGCN(h)  # GCN_dense: its output is what a CML co-learner reads
         self.generator = nn.Linear(h, 2 * (h + 1) * h * 2)  # scale and shift of every gc1, gc2 entry
         self.classifier = nn.Linear(h, num_classes)
         self._train_nodes: Optional[np.ndarray] = None
@@ -121,7 +150,7 @@ class TENT(MetaLearner):
         """``reference``: the script's init (GCN layers, embedder and classifier uniform in
         ``±1/sqrt(out)``; the generator keeps ``nn.Linear``'s default); ``torch``: all defaults."""
         if scheme == "reference":
-            for layer in (self.embed, self.gc1, self.gc2, self.classifier):
+            for layer in (self.embed, self.encoder, self.classifier):
                 reference_init_(layer)
         return self
 
@@ -163,7 +192,7 @@ class TENT(MetaLearner):
         p = self.generator(virtual.mean(0))
         first, second = p[: 2 * (h + 1) * h], p[2 * (h + 1) * h:]
         out = []
-        for layer, part in ((self.gc1, first), (self.gc2, second)):
+        for layer, part in ((self.encoder.gc1, first), (self.encoder.gc2, second)):
             scale_shift_w = part[: 2 * h * h].reshape(2, h, h)
             scale_shift_b = part[2 * h * h:].reshape(2, h)
             out.append(layer.weight.t() * (1 + scale_shift_w[0]) + scale_shift_w[1])

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 # reference name -> (gnn-cml parameter name, stored transposed in gnn-cml)
 NAMES = {"emb_w": ("embed.weight", True), "emb_b": ("embed.bias", False),
-         "gc1_w": ("gc1.weight", True), "gc1_b": ("gc1.bias", False),
-         "gc2_w": ("gc2.weight", True), "gc2_b": ("gc2.bias", False),
+         "gc1_w": ("encoder.gc1.weight", True), "gc1_b": ("encoder.gc1.bias", False),
+         "gc2_w": ("encoder.gc2.weight", True), "gc2_b": ("encoder.gc2.bias", False),
          "gen_w": ("generator.weight", False), "gen_b": ("generator.bias", False),
          "cls_w": ("classifier.weight", True), "cls_b": ("classifier.bias", False)}
 
