@@ -129,11 +129,36 @@ def test_tent_trains_from_the_cli_yaml_and_python(tmp_path, shared_data):
     assert (out / "run_0" / "result.json").is_file()
 
     config = tmp_path / "tent.yaml"
-    config.write_text("graph: citeseer\nmethod: tent\nways: 2\nshots: 1\ncml: true\ngamma: 0.5\n")
+    config.write_text("graph: citeseer\nmethod: tent\nways: 2\nshots: 1\ncml: true\ngamma: 0.5\n"
+                      "tent_predict: similarity\n")
     out = tmp_path / "yaml"
     assert main(["train", "--config", str(config), "--out", str(out), *common]) == 0
     saved = (out / "config.yaml").read_text()
     assert "method: tent" in saved and "cml: true" in saved and "lr: 0.05" in saved
+    assert "tent_predict: similarity" in saved and "tent_virtual_node: reference" in saved
+    assert json.loads((out / "results.json").read_text())["test_accuracy"]["mean"] >= 0.0
+
+    # its options are refused on other methods, with a one-line message
+    assert main(["train", "--graph", "citeseer", "--method", "gmeta", "--tent-predict", "probe",
+                 "--out", str(tmp_path / "refused"), *common]) != 0
+    assert not (tmp_path / "refused").exists()
+
+
+def test_tent_options_change_what_they_name(citeseer):
+    data, graph, _, _ = citeseer
+    episode = _episode(data, 5, seed=4)
+    losses = {}
+    for key, value in (("tent_virtual_node", "reference"), ("tent_virtual_node", "class"),
+                       ("tent_last_query", "once")):
+        learner, cfg = _learner(graph, shots=5, **{key: value})
+        assert cfg.option(key) == value
+        losses[value] = float(learner(episode, train=True).loss.detach())
+    assert losses["class"] != pytest.approx(losses["reference"], abs=1e-6)
+    assert losses["once"] < losses["reference"]  # one InfoNCE term fewer
+    learner, _ = _learner(graph, shots=5, tent_predict="similarity")
+    test_episode = _episode(data, 5, seed=4, queries=10)
+    result = learner.eval()(test_episode, train=False)
+    assert result.logits.shape == (20, 2) and float(result.logits.abs().max()) <= 1 / 0.5 + 1e-9  # cosine / tau
 
 
 def test_tent_from_python_refuses_training_without_labels(citeseer):

@@ -31,19 +31,20 @@ Where the script differs from the paper (reproduced by default; the paper's choi
    subgraph never reach it (the paper links the virtual node to the class's support nodes). We
    compute that MLP directly; no class-ego subgraph is built.
 2. The virtual feature of way ``i`` is the mean embedding of the support nodes of ways ``0..i``
-   (a running list), not of way ``i`` alone; ``virtual_node='class'`` uses way ``i``'s own support
-   nodes. With 1 shot, a support node without neighbours uses its own embedding (as the script).
+   (a running list), not of way ``i`` alone; ``virtual_node='class'`` (``tent_virtual_node: class``)
+   uses way ``i``'s own support nodes. With 1 shot, a support node without neighbours uses its own embedding (as the script).
 3. The InfoNCE term of the *last* query of every way is added a second time
-   (``repeat_last_query=False`` drops it).
+   (``repeat_last_query=False``, ``tent_last_query: once``, drops it).
 4. Prediction by a probe on the embedder's output, not by the adapted similarity head
-   (``predict='similarity'``: the class with the most similar class embedding, as the paper).
+   (``predict='similarity'``, ``tent_predict: similarity``: the class with the most similar class
+   embedding, as the paper).
 5. Dropout: the script sets 0.2, but never applies it (the embedder returns before its dropout and
    the conditioned GCN runs in eval mode), so the default is 0 here.
 6. The supervised term reads every node of the training classes, even when episodes are limited
    to ``labels_per_class`` labelled nodes (as the script).
 7. The script's ``Predictor`` module is in its optimiser but never in its loss; it is left out.
 
-Settings of the script (per-method defaults in ``gnn_cml.config``): Adam lr 0.05, weight decay
+Settings of the script (per-method defaults in ``gnn_cml.methods``): Adam lr 0.05, weight decay
 5e-4, hidden 16 (embedder and GCN), at most 2,000 episodes, validation every 50 on 20 tasks, stop
 after 10 validations without gain, 5 queries per way in training, 10 at test.
 
