@@ -463,13 +463,21 @@ class TLP(MetaLearner):
 
     # --- the experiment's fit/evaluate path ----------------------------------------------------
     def fit(self, task, run_dir: Path, seed: int, resume: bool = False, progress: bool = True,
-            log_name: str = "") -> Dict:
-        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record."""
-        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
-        from gnn_cml.engine import distributed as dist
-        from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
+            log_name: str = "", files=None) -> Dict:
+        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record.
 
+        Args:
+            files: the run folder's checkpoint reader/writer (``load(path)``, ``save(path, state)``;
+                the experiment passes :class:`gnn_cml.engine.checkpoint.RunFiles`). Without it
+                nothing is read or written: the encoder is pretrained in memory.
+        """
+        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
         path = Path(run_dir) / "encoder.pt"
+        if files is None:
+            if resume or task.cfg.option("pretrained"):
+                raise GnnCmlError("resuming or reusing a pretrained encoder needs the run folder's files: "
+                                  "pass files=RunFiles()")
+        save = files.save if files is not None else (lambda *args: None)
         source = path if resume and path.exists() else None
         shared = check_pretrained(task.cfg)
         if source is None and shared is not None:
@@ -478,7 +486,7 @@ class TLP(MetaLearner):
                 raise GnnCmlError(f"--pretrained {shared} has no {Path(run_dir).name}/encoder.pt: finish that run "
                                   f"first (gnn-cml train --resume --out {shared}) or drop --pretrained")
         if source is not None:
-            saved = load_checkpoint(source)
+            saved = files.load(source)
             try:
                 self.load_state_dict(saved["encoder"])
                 info = dict(saved["pretrain"])
@@ -488,8 +496,8 @@ class TLP(MetaLearner):
                                   f"again, or use --overwrite") from None
             if progress:
                 print(f"{log_name}: reusing the pretrained encoder in {source}", flush=True)
-            if source != path and dist.is_main():  # the run keeps its own copy
-                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            if source != path:  # the run keeps its own copy
+                save(path, {"encoder": self.state_dict(), "pretrain": info})
             info["reused"] = True
         else:
             nodes = labels = None
@@ -499,8 +507,7 @@ class TLP(MetaLearner):
                                      log_name=f"{log_name} pretrain")
             self.encoder.load_state_dict(encoder.state_dict())
             self._z = None
-            if dist.is_main():
-                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            save(path, {"encoder": self.state_dict(), "pretrain": info})
             info = dict(info, reused=False)
         return {"pretrain": self.settings["pretrain"], "pretrain_settings": self.settings,
                 "pretrain_seconds": info["seconds"], "pretrain_epochs": info["epochs"],
