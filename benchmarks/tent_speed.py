@@ -58,7 +58,7 @@ def check_equal(graph_name, shots, graph, episode, adj, sparse_adj, features):
     _, learner = build(graph_name, shots, graph)
     learner = learner.to(torch.float64)
     out = ref.tent_task(ref.reference_params(learner), adj.double(), features.double(), episode.support,
-                        episode.query, 2, shots, learner._train_nodes, learner._train_labels,
+                        episode.query, 2, shots, learner.train_nodes, learner.train_labels,
                         adj_sparse=sparse_adj.double())
     result = learner(episode, train=True)
     result.loss.backward()
@@ -93,7 +93,7 @@ def bench(graph_name, shots, args, cache):
                                                                     progress=False), tensorboard=False)
     leaves = ref.reference_params(learner)
     ref_opt = torch.optim.Adam(list(leaves.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    nodes, labels = learner._train_nodes, learner._train_labels
+    nodes, labels = learner.train_nodes, learner.train_labels
     ours_ms, ref_ms = [], []
     for i, episode in enumerate(episodes):
         wall, cpu = time.perf_counter(), time.process_time()

@@ -166,8 +166,8 @@ def test_tent_from_python_refuses_training_without_labels(citeseer):
 
     data, graph, _, _ = citeseer
     learner, _ = _learner(graph)
-    assert type(learner).__name__ == "TENT" and learner._train_nodes is not None
-    assert set(np.unique(data.y.numpy()[learner._train_nodes])) == {3, 5}
+    assert type(learner).__name__ == "TENT" and learner.train_nodes is not None
+    assert set(np.unique(data.y.numpy()[learner.train_nodes])) == {3, 5}
     bare = TENT(graph, 6)
     with pytest.raises(GnnCmlError, match="use_training_labels"):
         bare(_episode(data, 1, 3), train=True)

@@ -112,7 +112,7 @@ class TENT(MetaLearner):
     def from_config(cls, cfg, graph) -> "TENT":
         """TENT of run config ``cfg`` on ``graph``, with the training classes' labelled nodes bound
         (the class split of ``cfg``: only training-class labels are read)."""
-        from gnn_cml.data import default_split
+        from gnn_cml.sampling.split import default_split
 
         data = graph.data
         learner = cls(graph, int(data.num_classes), hidden=cfg.hidden, dropout=cfg.dropout,
@@ -141,8 +141,8 @@ class TENT(MetaLearner):
         self.encoder = ConditionedGCN(h)  # GCN_dense: its output is what a CML co-learner reads
         self.generator = nn.Linear(h, 2 * (h + 1) * h * 2)  # scale and shift of every gc1, gc2 entry
         self.classifier = nn.Linear(h, num_classes)
-        self._train_nodes: Optional[np.ndarray] = None
-        self._train_labels: Optional[torch.Tensor] = None
+        self.train_nodes: Optional[np.ndarray] = None  # the supervised term's nodes and class ids
+        self.train_labels: Optional[torch.Tensor] = None
         self._train_rows: Optional[RowBlock] = None
         indptr = graph.adj.indptr
         self._alone = np.diff(indptr) == 1  # only the self-loop: the script's "one non-zero" test
@@ -159,8 +159,8 @@ class TENT(MetaLearner):
         """The labelled nodes of the training classes and their (original) class ids: the
         supervised term's data. Never give nodes of validation or test classes."""
         nodes = np.asarray(nodes, dtype=np.int64)
-        self._train_nodes = nodes
-        self._train_labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.train_nodes = nodes
+        self.train_labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self._train_rows = self.graph.feature_rows(1, nodes) if len(nodes) else None
 
     # --- parameter-free structure ---------------------------------------------------------------
@@ -263,7 +263,7 @@ class TENT(MetaLearner):
                 merged = self.embed.weight.t() @ self.classifier.weight.t()
                 logits = _to(self._train_rows, device).matmul(merged) \
                     + (self.embed.bias @ self.classifier.weight.t() + self.classifier.bias)
-                supervised = F.cross_entropy(logits, self._train_labels.to(device))
+                supervised = F.cross_entropy(logits, self.train_labels.to(device))
                 loss = loss + supervised
                 metrics["supervised_loss"] = float(supervised.detach())
         if train or self.predict == "similarity":
