@@ -173,3 +173,36 @@ def test_tent_from_python_refuses_training_without_labels(citeseer):
         bare(_episode(data, 1, 3), train=True)
     with pytest.raises(GnnCmlError, match="virtual node"):
         TENT(graph, 6, virtual_node="paper")
+
+
+def test_tent_trains_on_a_graph_with_dense_features_and_isolated_nodes():
+    """Any graph gnn-cml loads: dense (not bag-of-words) features, nodes without neighbours, 4 ways."""
+    from torch_geometric.data import Data
+
+    from gnn_cml.meta.tent import TENT
+
+    rng = np.random.default_rng(0)
+    n, classes = 240, 8
+    y = torch.from_numpy(np.arange(n) % classes)
+    src, dst = rng.integers(0, 200, 400), rng.integers(0, 200, 400)  # nodes 200..239 stay isolated
+    keep = src != dst
+    edges = torch.from_numpy(np.stack([np.r_[src[keep], dst[keep]], np.r_[dst[keep], src[keep]]]))
+    data = Data(x=torch.randn(n, 12), edge_index=edges, y=y, num_nodes=n)
+    graph = PreparedGraph(data)
+    assert (np.diff(graph.adj.indptr) == 1).sum() >= 40
+    learner = TENT(graph, classes, virtual_node="class").initialise()
+    train = np.flatnonzero(y.numpy() < 4)
+    learner.use_training_labels(train, y.numpy()[train])
+    sampler = EpisodeSampler(y, [0, 1, 2, 3], 4, 1, 3, seed=0)
+    opt = torch.optim.Adam(learner.parameters(), lr=0.05)
+    first = None
+    for _ in range(30):
+        result = learner(sampler.sample(), train=True)
+        opt.zero_grad()
+        result.loss.backward()
+        opt.step()
+        first = first if first is not None else float(result.loss.detach())
+    assert torch.isfinite(result.loss) and float(result.loss.detach()) < first
+    test = EpisodeSampler(y, [4, 5, 6, 7], 4, 1, 5, seed=1).sample()
+    scores = learner.eval()(test, train=False)
+    assert scores.logits.shape == (20, 4) and torch.isfinite(scores.logits).all()
