@@ -149,8 +149,27 @@ def test_no_private_name_crosses_a_module():
                 for a in node.names:
                     if a.name.startswith("gnn_cml"):
                         aliases[a.asname or a.name.split(".")[0]] = a.name
+        own = _private_names_defined(tree)
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                    and isinstance(node.value, ast.Name) and node.value.id in aliases):
-                bad.append(f"{name}: {node.value.id}.{node.attr}")
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and node.value.id not in ("self", "cls")):
+                continue
+            if node.value.id in aliases or node.attr not in own:  # another module's private name
+                bad.append(f"{name}:{node.lineno}: {node.value.id}.{node.attr}")
     assert not bad, "private names used outside their module:\n" + "\n".join(bad)
+
+
+def _private_names_defined(tree: ast.AST) -> Set[str]:
+    """``_names`` a module defines: functions, classes, assigned attributes and keyword arguments
+    (``set_defaults(_run=...)``), so that ``obj._name`` on its own objects is allowed."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.keyword) and node.arg:
+            names.add(node.arg)
+    return {n for n in names if n.startswith("_")}

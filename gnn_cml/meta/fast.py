@@ -167,7 +167,7 @@ def prepare_task(learner, episode: Episode, train: bool, inputs=None,
     task = PreparedTask(x_s, prop_s, x_q, prop_q, episode.support_y, episode.query_y,
                         shared=shared if shared is not None else ({} if not train else None))
     if isinstance(base, AMMGNN):
-        task.amm_rows = base._task_features(episode).transpose(1, 2).to(dtype)
+        task.amm_rows = base.task_features(episode).transpose(1, 2).to(dtype)
     enc = base.encoder
     dropout = enc.dropout if train and base.training and enc.training else 0.0
     if base.inner_steps > 0:

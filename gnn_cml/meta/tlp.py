@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnn_cml import methods
+from gnn_cml.data.source import csr_tensor
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.sampling.episodes import Episode
@@ -92,18 +93,6 @@ def pretrain_settings(cfg, graph_name: str = "") -> Dict:
 
 
 # --- the whole graph as torch tensors ----------------------------------------------------------
-def _torch_sparse(m: sp.spmatrix) -> torch.Tensor:
-    """A scipy matrix as a torch CSR tensor (``csr @ dense`` is differentiable in the dense operand;
-    faster than COO for the feature product in our measurements)."""
-    m = sp.csr_matrix(m, dtype=np.float32)
-    m.sort_indices()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), m.shape)
-
-
 def sym_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """``D^-1/2 (A + I) D^-1/2`` of a (possibly edge-dropped) graph, as GCNConv normalises it."""
     loops = torch.arange(num_nodes)
@@ -139,8 +128,8 @@ class FullGraph:
         rowsum = np.asarray(abs(x).sum(1)).reshape(-1)
         rowsum[rowsum == 0] = 1.0
         x = sp.diags(1.0 / rowsum).dot(x)  # NormalizeFeatures, as DGI and GRACE
-        self.x, self.xt = _torch_sparse(x), _torch_sparse(x.T)
-        self.adj = _torch_sparse(graph.adj)
+        self.x, self.xt = csr_tensor(x), csr_tensor(x.T)
+        self.adj = csr_tensor(graph.adj)
         a = graph.adj.tocoo()
         off = a.row != a.col
         self.edge_index = torch.from_numpy(np.vstack([a.col[off], a.row[off]]).astype(np.int64))
