@@ -72,10 +72,11 @@ def check_equal(graph_name, shots, graph, episode, adj, sparse_adj, features):
 def bench(graph_name, shots, args, cache):
     import torch
 
-    from gnn_cml.data import default_split, load_graph
+    from gnn_cml.data import load_graph
     from gnn_cml.engine.trainer import Trainer, TrainerConfig
     from gnn_cml.models import PreparedGraph
     from gnn_cml.sampling import EpisodeSampler
+    from gnn_cml.sampling.split import default_split
     from reference_code import tent as ref
 
     if graph_name not in cache:
