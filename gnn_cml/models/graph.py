@@ -197,6 +197,7 @@ class PreparedGraph:
     """
 
     def __init__(self, data: Data, norm: str = "row", self_loops: bool = True):
+        self.data = data  # the graph it was prepared from (labels and class split for learners that read them)
         self.num_nodes = int(data.num_nodes)
         self.norm = norm
         self.adj = normalized_adjacency(data.edge_index, self.num_nodes, norm, self_loops)
