@@ -11,7 +11,7 @@ import yaml
 
 from gnn_cml.errors import GnnCmlError, require
 
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp")
+METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp", "teg")
 
 
 def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
@@ -40,8 +40,8 @@ class RunConfig:
     graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
                       metavar="NAME")
     method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
-                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, or tlp (linear probes on a pretrained "
-                               "GCN, no meta-training)",
+                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, tlp (linear probes on a pretrained "
+                               "GCN, no meta-training), or teg (task-equivariant GNN over prototypes, KDD 2023)",
                        metavar="|".join(METHODS))
     cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
     gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
@@ -67,8 +67,8 @@ class RunConfig:
     test_inner_steps: Optional[int] = _opt(None, "inner steps at meta-test (default: inner_steps)", cli=False)
     first_order: bool = _opt(True, "first-order inner loop, as the paper's code (--second-order: back-propagate "
                                    "through the inner updates)", flag="--first-order")
-    init: str = _opt("reference", "weight init: reference (uniform +-1/sqrt(out_features), the paper's code) or "
-                                  "torch (nn.Linear's)", choices=("reference", "torch"))
+    init: str = _opt("reference", "weight init: reference (uniform +-1/sqrt(out_features), the paper's code; teg: "
+                                  "its authors' GCNConv init) or torch (nn.Linear's)", choices=("reference", "torch"))
     backbone: str = _opt("gcn", "encoder: gcn, sgc, sage, gat or subgraph_gcn", metavar="NAME")
     hidden: int = _opt(16, "hidden units of the encoder", cli=False)
     layers: int = _opt(2, "encoder layers", cli=False)
@@ -117,6 +117,14 @@ class RunConfig:
                                            "supervised: and class split), e.g. the 1-shot run for a 5-shot one",
                                      metavar="DIR", default_text="pretrain anew")
 
+    # --method teg only (None elsewhere; teg's defaults in METHOD_DEFAULTS and gnn_cml/meta/teg.py)
+    teg_gamma: Optional[float] = _opt(None, "--method teg: weight of the task embedder's (EGNN) prototype loss; the "
+                                            "graph embedder's gets 1 - teg_gamma", default_text="0.5 with teg")
+    anchors: Optional[int] = _opt(None, "--method teg: virtual anchor nodes of the structural features",
+                                  default_text="16 with teg")
+    egnn_layers: Optional[int] = _opt(None, "--method teg: EGNN layers of the task embedder",
+                                      default_text="2 with teg")
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -136,7 +144,14 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
     "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
             "probe_solver": "torch", "probe_scale": "minmax"},
+    # TEG's code (argument.py, configuration.yaml, model.py): a 1-layer GCN of 64 units on GCNConv's
+    # D^-1/2 (A+I) D^-1/2, input dropout 0.5, Adam 0.001 with weight decay 5e-4, 10 epochs of 50
+    # episodes validated once per epoch on 50 tasks (no early stopping), no inner loop.
+    "teg": {"backbone": "gcn", "norm": "sym", "layers": 1, "hidden": 64, "dropout": 0.5, "lr": 0.001,
+            "weight_decay": 5e-4, "inner_steps": 0, "episodes": 500, "val_every": 50, "val_tasks": 50,
+            "patience": 10, "teg_gamma": 0.5, "anchors": 16, "egnn_layers": 2},
 }
+TEG_KEYS = ("teg_gamma", "anchors", "egnn_layers")
 TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
             "pretrained")
 
@@ -222,8 +237,9 @@ def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden")
-_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden", "anchors",
+                 "egnn_layers")
+_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c", "teg_gamma")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -337,11 +353,32 @@ def validate(cfg: RunConfig) -> None:
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
     _validate_tlp(cfg)
+    _validate_teg(cfg)
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
             f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
+
+
+def _validate_teg(cfg: RunConfig) -> None:
+    """--method teg: its settings in range, refused on other methods; no --cml (no inner loop)."""
+    if cfg.method != "teg":
+        given = [k for k in TEG_KEYS if getattr(cfg, k) is not None]
+        require(not given, f"{', '.join(given)} only apply to --method teg, not {cfg.method}: drop "
+                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method teg")
+        return
+    require(not cfg.cml, "--cml needs a meta-learner with an inner loop; teg adapts to a task in a forward pass "
+                         "(EGNN) and has no classifier head for a co-learner: drop --cml, or use --method maml, "
+                         "metagnn, gmeta or ammgnn")
+    require(cfg.backbone == "gcn" and cfg.layers == 1,
+            f"teg's graph embedder is one GCN layer (backbone gcn, layers 1), got backbone {cfg.backbone} with "
+            f"{cfg.layers} layers: drop --backbone and 'layers' for --method teg")
+    require(cfg.teg_gamma is not None and 0 <= cfg.teg_gamma <= 1,
+            f"teg_gamma must be in [0, 1], got {cfg.teg_gamma}: e.g. {_hint('teg_gamma', 0.5)}")
+    for key, example in (("anchors", 16), ("egnn_layers", 2)):
+        value = getattr(cfg, key)
+        require(value is not None and value > 0, f"{key} must be positive, got {value}: e.g. {_hint(key, example)}")
 
 
 def _validate_tlp(cfg: RunConfig) -> None:

@@ -56,6 +56,10 @@ def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLe
 
         return TLP(pretrain_settings(cfg, _graph_name(cfg.graph)), graph, cfg.ways, cfg.probe_c, cfg.probe_solver,
                    cfg.probe_scale)
+    if cfg.method == "teg":  # no inner loop: a GCN, an EGNN task embedder and prototypes
+        from gnn_cml.meta.teg import build_teg
+
+        return build_teg(graph, cfg.hidden, cfg.dropout, cfg.anchors, cfg.egnn_layers, cfg.teg_gamma, seed, cfg.init)
     if cfg.method == "protonet":
         return initialise_(ProtoNet(_encoder(cfg, graph)), cfg.init)
     if cfg.method == "gpn":
