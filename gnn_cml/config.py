@@ -5,13 +5,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from gnn_cml import methods
 from gnn_cml.errors import GnnCmlError, require
-
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp", "teg")
 
 
 def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
@@ -39,11 +38,11 @@ class RunConfig:
 
     graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
                       metavar="NAME")
-    method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
-                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, tlp (linear probes on a pretrained "
-                               "GCN, no meta-training), or teg (task-equivariant GNN over prototypes, KDD 2023)",
-                       metavar="|".join(METHODS))
-    cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
+    method: str = _opt(methods.BUILTIN[0].name,
+                       "meta-learner: " + ", ".join(f"{m.name} ({m.summary})" for m in methods.BUILTIN)
+                       + ", or a plugin's import path my_pkg.my_module:MyLearner",
+                       metavar="|".join(methods.builtin_names()))
+    cml: bool = _opt(False, f"add CML's co-learner (gradient augmentation) to a {'/'.join(methods.cml_methods())} run")
     gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
     dagger: bool = _opt(False, "CML-dagger: predict with the co-learner at test time (with --cml)")
     co_hidden: List[int] = _opt(help="hidden layer sizes of the co-learner", factory=lambda: [16], cli=False)
@@ -67,8 +66,8 @@ class RunConfig:
     test_inner_steps: Optional[int] = _opt(None, "inner steps at meta-test (default: inner_steps)", cli=False)
     first_order: bool = _opt(True, "first-order inner loop, as the paper's code (--second-order: back-propagate "
                                    "through the inner updates)", flag="--first-order")
-    init: str = _opt("reference", "weight init: reference (uniform +-1/sqrt(out_features), the paper's code; teg: "
-                                  "its authors' GCNConv init) or torch (nn.Linear's)", choices=("reference", "torch"))
+    init: str = _opt("reference", "weight init: reference (uniform +-1/sqrt(out_features), the paper's code) or "
+                                  "torch (nn.Linear's)", choices=("reference", "torch"))
     backbone: str = _opt("gcn", "encoder: gcn, sgc, sage, gat or subgraph_gcn", metavar="NAME")
     hidden: int = _opt(16, "hidden units of the encoder", cli=False)
     layers: int = _opt(2, "encoder layers", cli=False)
@@ -76,7 +75,7 @@ class RunConfig:
     out_activation: str = _opt("none", "activation on the GCN output", choices=("none", "relu", "elu"))
     norm: str = _opt("row", "adjacency normalisation: row (D^-1 (A+I)) or sym (D^-1/2 (A+I) D^-1/2)",
                      choices=("row", "sym"))
-    pool: str = _opt("mean", "subgraph pooling of gmeta", cli=False)
+    pool: str = _opt("mean", "subgraph pooling of the subgraph_gcn backbone", cli=False)
     modulation: str = _opt("reference", "AMM-GNN feature modulation: reference (per feature column, the paper's "
                                         "code), scalar or feature", choices=("reference", "scalar", "feature"))
     query_eval: bool = _opt(False, "query pass in eval mode (no dropout) during meta-training", cli=False)
@@ -90,70 +89,25 @@ class RunConfig:
     device: str = _opt("cpu", "where the learner runs: cpu (the fast path for episode-sized work) or cuda / cuda:N "
                               "(a GPU; runs are then trained one after another)", metavar="DEVICE")
     batch_runs: bool = _opt(True, "train the runs as one batched computation where the learner allows it (first-order "
-                                  "maml, gmeta, ammgnn, each +CML); --no-batch-runs trains them one after another")
+                                  + ", ".join(m.name for m in methods.BUILTIN if m.fast_path)
+                                  + ", each +CML); --no-batch-runs trains them one after another")
     seed: int = _opt(0, "seed of the runs (each run derives its own)")
     data_root: Optional[str] = _opt(None, "data root", flag="--root", metavar="DIR",
                                     default_text="$GNN_CML_DATA, else ./data")
-    # --method tlp only (None elsewhere; tlp's defaults in METHOD_DEFAULTS and gnn_cml/meta/tlp.py)
-    pretrain: Optional[str] = _opt(None, "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or "
-                                         "supervised (GCN classifier on the training classes). Pretraining sees the "
-                                         "whole graph's structure and features (transductive, as TLP) but never a "
-                                         "label of a validation or test class", default_text="dgi with tlp")
-    pretrain_epochs: Optional[int] = _opt(None, "--method tlp: pretraining epochs (dgi: the most, stops after 20 "
-                                                "without a lower loss)",
-                                          default_text="dgi 300, grace 200, supervised 200")
-    pretrain_lr: Optional[float] = _opt(None, "--method tlp: pretraining Adam learning rate",
-                                        default_text="the pretraining method's")
-    pretrain_hidden: Optional[int] = _opt(None, "--method tlp: embedding size",
-                                          default_text="dgi 512, grace 128 on Cora / 256, supervised 16")
-    probe_c: Optional[float] = _opt(None, "--method tlp: inverse L2 strength of the logistic probe",
-                                    default_text="1")
-    probe_solver: Optional[str] = _opt(None, "--method tlp: torch (all tasks' probes at once by L-BFGS) or sklearn",
-                                       default_text="torch")
-    probe_scale: Optional[str] = _opt(None, "--method tlp: embedding scaling before the probe: minmax (per "
-                                            "dimension over all nodes, as TLP) or none", default_text="minmax")
-    pretrained: Optional[str] = _opt(None, "--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of "
-                                           "this earlier tlp run directory (same graph, seed and pretraining; "
-                                           "supervised: and class split), e.g. the 1-shot run for a 5-shot one",
-                                     metavar="DIR", default_text="pretrain anew")
-
-    # --method teg only (None elsewhere; teg's defaults in METHOD_DEFAULTS and gnn_cml/meta/teg.py)
-    teg_gamma: Optional[float] = _opt(None, "--method teg: weight of the task embedder's (EGNN) prototype loss; the "
-                                            "graph embedder's gets 1 - teg_gamma", default_text="0.5 with teg")
-    anchors: Optional[int] = _opt(None, "--method teg: virtual anchor nodes of the structural features",
-                                  default_text="16 with teg")
-    egnn_layers: Optional[int] = _opt(None, "--method teg: EGNN layers of the task embedder",
-                                      default_text="2 with teg")
+    # The run method's own options (declared in gnn_cml/methods.py), None where unset; in config.yaml they
+    # are flat keys like the fields above, and `gnn-cml train` has an option for each.
+    options: Dict[str, Any] = field(default_factory=dict, metadata={"cli": False, "help": ""})
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The flat ``config.yaml`` mapping: every field, then the method's own options."""
+        values = dataclasses.asdict(self)
+        options = values.pop("options")
+        return {**values, **options}
 
+    def option(self, name: str) -> Any:
+        """The value of the run method's own option ``name`` (None when unset)."""
+        return self.options.get(name)
 
-# What the reference code behind the paper's Table 3 uses per method (PAPER.md, "The reference
-# code, exactly"). Shared by every graph method: the reference class split, the reference
-# initialisation, no activation on the GCN output, a first-order inner loop (RunConfig defaults).
-METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "maml": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001},
-    "metagnn": {"backbone": "sgc", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001, "dropout": 0.0},
-    "gmeta": {"backbone": "subgraph_gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.005,
-              "weight_decay": 5e-4, "query_eval": True, "episodes": 1000},
-    "ammgnn": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.1, "lr": 0.01, "weight_decay": 5e-4,
-               "query_eval": True, "episodes": 500},
-    "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
-    "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
-    # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
-    "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
-            "probe_solver": "torch", "probe_scale": "minmax"},
-    # TEG's code (argument.py, configuration.yaml, model.py): a 1-layer GCN of 64 units on GCNConv's
-    # D^-1/2 (A+I) D^-1/2, input dropout 0.5, Adam 0.001 with weight decay 5e-4, 10 epochs of 50
-    # episodes validated once per epoch on 50 tasks (no early stopping), no inner loop.
-    "teg": {"backbone": "gcn", "norm": "sym", "layers": 1, "hidden": 64, "dropout": 0.5, "lr": 0.001,
-            "weight_decay": 5e-4, "inner_steps": 0, "episodes": 500, "val_every": 50, "val_tasks": 50,
-            "patience": 10, "teg_gamma": 0.5, "anchors": 16, "egnn_layers": 2},
-}
-TEG_KEYS = ("teg_gamma", "anchors", "egnn_layers")
-TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
-            "pretrained")
 
 # Per-graph protocol defaults: the TLP setting of Table 3, and the GPN protocol (N-way K-shot,
 # 20 queries per class, 50 fixed test tasks) for the GPN sets.
@@ -163,25 +117,36 @@ GRAPH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "amazon_clothing": _GPN, "amazon_electronics": _GPN, "dblp": _GPN,
 }
 
-_FIELDS = {f.name: f for f in fields(RunConfig)}
+_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "options"}
+
+
+def _option(name: str) -> Optional[methods.Option]:
+    owner = methods.option_owners().get(name)
+    return next(o for o in owner.options if o.name == name) if owner else None
 
 
 def describe_default(name: str) -> str:
     """The default of config key ``name`` as ``train --help`` shows it, with its per-method/graph values."""
-    default = _FIELDS[name].default
-    if default is dataclasses.MISSING:
-        default = _FIELDS[name].default_factory()
+    option = _option(name) if name not in _FIELDS else None
+    if option is not None:
+        default, default_text = None, option.default_text
+    else:
+        default = _FIELDS[name].default
+        if default is dataclasses.MISSING:
+            default = _FIELDS[name].default_factory()
+        default_text = _FIELDS[name].metadata.get("default_text")
     def show(value: Any) -> Any:
         if isinstance(value, bool):
             return "on" if value else "off"
         return "none" if value is None else value
 
-    text = f"default: {_FIELDS[name].metadata.get('default_text') or show(default)}"
+    text = f"default: {default_text or show(default)}"
     parts = []
     by_method: Dict[Any, List[str]] = {}
-    for method, values in METHOD_DEFAULTS.items():
+    for method in methods.BUILTIN:
+        values = method.defaults
         if name in values and values[name] != default:
-            by_method.setdefault(values[name], []).append(method)
+            by_method.setdefault(values[name], []).append(method.name)
     parts += [f"{show(v)} for {', '.join(ms)}" for v, ms in by_method.items()]
     by_graph: Dict[Any, List[str]] = {}
     for graph, values in GRAPH_DEFAULTS.items():
@@ -193,16 +158,23 @@ def describe_default(name: str) -> str:
     return text
 
 
-def _check_types(values: Dict[str, Any], source: str) -> None:
+def _known_keys(method: Optional[methods.Method] = None) -> List[str]:
+    """Every config key: the fields, the built-in methods' options, and ``method``'s own (a plugin's)."""
+    keys = list(_FIELDS) + list(methods.option_owners())
+    return keys + [k for k in (method.option_names if method else ()) if k not in keys]
+
+
+def _check_types(values: Dict[str, Any], source: str, method: Optional[methods.Method] = None) -> None:
+    known = _known_keys(method)
     for key, value in values.items():
-        if key not in _FIELDS:
-            close = [k for k in _FIELDS if k.startswith(key[:3])]
+        if key not in known:
+            close = [k for k in known if k.startswith(key[:3])]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise GnnCmlError(f"unknown config key '{key}' in {source}{hint}: valid keys are {', '.join(_FIELDS)}")
+            raise GnnCmlError(f"unknown config key '{key}' in {source}{hint}: valid keys are {', '.join(known)}")
 
 
-def load_yaml(path) -> Dict[str, Any]:
-    """Read a YAML config file, refusing unknown keys and malformed YAML."""
+def load_yaml(path, check_keys: bool = True) -> Dict[str, Any]:
+    """Read a YAML config file, refusing malformed YAML and (``check_keys``) unknown keys."""
     path = Path(path)
     require(path.is_file(), f"config file {path} does not exist: check the --config path")
     try:
@@ -212,34 +184,77 @@ def load_yaml(path) -> Dict[str, Any]:
         where = f" at line {line + 1}" if line is not None else ""
         raise GnnCmlError(f"config file {path} is not valid YAML{where}: fix its syntax") from None
     require(isinstance(values, dict), f"config file {path} must be a mapping of key: value lines")
-    _check_types(values, str(path))
+    if check_keys:
+        _check_types(values, str(path), _method_of(values))
     return values
+
+
+def _method_of(values: Dict[str, Any]) -> Optional[methods.Method]:
+    """The declaration of a plugin method named in ``values`` (for its option keys), else None."""
+    name = values.get("method")
+    return methods.get(name) if isinstance(name, str) and methods.is_plugin_path(name) else None
 
 
 def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
     """Defaults < graph defaults < method defaults < YAML file < explicit overrides (CLI flags)."""
-    file_values = load_yaml(config_file) if config_file else {}
-    _check_types(overrides, "the command line")
-    method = str(overrides.get("method") or file_values.get("method") or RunConfig.method).lower()
-    require(method in METHODS, f"unknown method '{method}': use one of {', '.join(METHODS)}")
+    file_values = load_yaml(config_file, check_keys=False) if config_file else {}
+    method = methods.get(overrides.get("method") or file_values.get("method") or RunConfig.method)
+    if config_file:
+        _check_types(file_values, str(config_file), method)
+    _check_types(overrides, "the command line", method)
     graph = overrides.get("graph") or file_values.get("graph") or RunConfig.graph
     graph_defaults = {}
     if not str(graph).endswith(".npz"):
         from gnn_cml.data.registry import graph_info
 
         graph_defaults = GRAPH_DEFAULTS.get(graph_info(str(graph)).name, {})
-    values = {**graph_defaults, **METHOD_DEFAULTS[method], **file_values,
+    values = {**graph_defaults, **method.defaults, **file_values,
               **{k: v for k, v in overrides.items() if v is not None}}
-    values["method"] = method
-    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    values["method"] = methods.normalise(overrides.get("method") or file_values.get("method") or RunConfig.method)
+    _refuse_foreign_options(values, method)
+    options = {o.name: _coerce_option(o, values.get(o.name)) for o in method.options}
+    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items() if k in _FIELDS}, options=options)
     validate(cfg)
     return cfg
 
 
+def _refuse_foreign_options(values: Dict[str, Any], method: methods.Method) -> None:
+    """Another method's options are refused when set (a saved config's ``None`` is no setting)."""
+    given: Dict[str, List[str]] = {}
+    for key, owner in methods.option_owners().items():
+        if owner.name != method.name and key not in method.option_names and values.get(key) is not None:
+            given.setdefault(owner.name, []).append(key)
+    for owner, keys in given.items():
+        raise GnnCmlError(f"{', '.join(keys)} only apply to --method {owner}, not {method.name}: drop "
+                          f"{', '.join(_hint(k, '...').split(' ')[0] for k in keys)} or use --method {owner}")
+
+
+def _coerce_option(option: methods.Option, value: Any) -> Any:
+    """``value`` as the type the method's ``option`` declares (None stays None)."""
+    if value is None:
+        return None
+    key = option.name
+    try:
+        if option.type == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if option.type == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if option.type == "int" else "a number"
+        raise GnnCmlError(f"config key '{key}' must be {kind}, got {value!r}") from None
+    if option.type == "path":
+        require(isinstance(value, (str, Path)), f"config key '{key}' must be a folder path, got {value!r}")
+        return str(value)
+    return value
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden", "anchors",
-                 "egnn_layers")
-_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c", "teg_gamma")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps")
+_OPTIONAL_FLOAT: Tuple[str, ...] = ()
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -263,7 +278,7 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return None if value is None else float(value)
-        if key in ("data_root", "pretrained"):
+        if key == "data_root":
             if value is not None and not isinstance(value, (str, Path)):
                 raise bad("a folder path")
             return None if value is None else str(value)
@@ -310,6 +325,9 @@ def _coerce(key: str, value: Any) -> Any:
 
 def cli_flag(name: str) -> Optional[str]:
     """The ``gnn-cml train`` option of config key ``name`` (None: only in a --config file)."""
+    if name not in _FIELDS:
+        option = _option(name)
+        return option.cli_flag if option else None
     meta = _FIELDS[name].metadata
     if not meta.get("cli", True):
         return None
@@ -320,7 +338,7 @@ CLI_KEYS = tuple(name for name in _FIELDS if cli_flag(name))
 
 
 def _hint(key: str, example: Any) -> str:
-    flag = cli_flag(key) if key in _FIELDS else None
+    flag = cli_flag(key)
     return f"{flag} {example}" if flag else f"'{key}: {example}' in the --config file"
 
 
@@ -352,53 +370,26 @@ def validate(cfg: RunConfig) -> None:
         allowed = _FIELDS[key].metadata["choices"]
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
-    _validate_tlp(cfg)
-    _validate_teg(cfg)
-    require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
-            f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
+    _validate_method(cfg)
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
 
 
-def _validate_teg(cfg: RunConfig) -> None:
-    """--method teg: its settings in range, refused on other methods; no --cml (no inner loop)."""
-    if cfg.method != "teg":
-        given = [k for k in TEG_KEYS if getattr(cfg, k) is not None]
-        require(not given, f"{', '.join(given)} only apply to --method teg, not {cfg.method}: drop "
-                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method teg")
-        return
-    require(not cfg.cml, "--cml needs a meta-learner with an inner loop; teg adapts to a task in a forward pass "
-                         "(EGNN) and has no classifier head for a co-learner: drop --cml, or use --method maml, "
-                         "metagnn, gmeta or ammgnn")
-    require(cfg.backbone == "gcn" and cfg.layers == 1,
-            f"teg's graph embedder is one GCN layer (backbone gcn, layers 1), got backbone {cfg.backbone} with "
-            f"{cfg.layers} layers: drop --backbone and 'layers' for --method teg")
-    require(cfg.teg_gamma is not None and 0 <= cfg.teg_gamma <= 1,
-            f"teg_gamma must be in [0, 1], got {cfg.teg_gamma}: e.g. {_hint('teg_gamma', 0.5)}")
-    for key, example in (("anchors", 16), ("egnn_layers", 2)):
-        value = getattr(cfg, key)
-        require(value is not None and value > 0, f"{key} must be positive, got {value}: e.g. {_hint(key, example)}")
-
-
-def _validate_tlp(cfg: RunConfig) -> None:
-    """--method tlp: a known pretraining and probe; its settings refused on other methods."""
-    if cfg.method != "tlp":
-        given = [k for k in TLP_KEYS if getattr(cfg, k) is not None]
-        require(not given, f"{', '.join(given)} only apply to --method tlp, not {cfg.method}: drop "
-                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method tlp")
-        return
-    require(not cfg.cml, "--cml needs a meta-learner with an inner loop; tlp pretrains an encoder and fits a "
-                         "probe per task: drop --cml, or use --method maml, metagnn, gmeta or ammgnn")
-    from gnn_cml.meta.tlp import PRETRAINS, PROBE_SCALES, PROBE_SOLVERS
-
-    for key, allowed in (("pretrain", PRETRAINS), ("probe_solver", PROBE_SOLVERS), ("probe_scale", PROBE_SCALES)):
-        require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
-                                              f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
-    for key, example in (("pretrain_epochs", 200), ("pretrain_hidden", 512)):
-        value = getattr(cfg, key)
-        require(value is None or value > 0, f"{key} must be positive, got {value}: e.g. {_hint(key, example)}")
-    for key, example in (("pretrain_lr", 0.001), ("probe_c", 1.0)):
-        value = getattr(cfg, key)
-        require(value is None or (value > 0 and math.isfinite(value)),
-                f"{key} must be a positive finite number, got {value}: e.g. {_hint(key, example)}")
+def _validate_method(cfg: RunConfig) -> None:
+    """What the run's method declares: CML only where it applies; its own options' values."""
+    method = methods.get(cfg.method)
+    require(not cfg.cml or method.cml,
+            f"--cml needs a gradient-based method with an inner loop; {method.name} ({method.summary}) has none: "
+            f"drop --cml, or use --method {methods.or_list(methods.cml_methods())}")
+    for option in method.options:
+        value = cfg.option(option.name)
+        if option.choices:
+            require(value in option.choices, f"{option.name} must be one of {', '.join(option.choices)}, got "
+                                             f"{value!r}: e.g. {_hint(option.name, option.choices[0])}")
+        if option.positive and value is not None:
+            if option.type == "int":
+                require(value > 0, f"{option.name} must be positive, got {value}: e.g. {_hint(option.name, 1)}")
+            else:
+                require(value > 0 and math.isfinite(value), f"{option.name} must be a positive finite number, "
+                                                            f"got {value}: e.g. {_hint(option.name, 1.0)}")

@@ -40,12 +40,12 @@ def _episode(data, shots, seed=3, ways=2, train=True):
 def test_teg_task_equals_the_reference_computation_on_citeseer(citeseer, shots):
     data, graph = citeseer
     learner, cfg = _learner(graph, shots=shots, dropout=0.0)
-    assert (cfg.hidden, cfg.layers, cfg.norm, cfg.lr, cfg.weight_decay, cfg.teg_gamma) == (64, 1, "sym", 1e-3, 5e-4, 0.5)
+    assert (cfg.hidden, cfg.layers, cfg.norm, cfg.lr, cfg.weight_decay, cfg.option("teg_gamma")) == (64, 1, "sym", 1e-3, 5e-4, 0.5)
     episode = _episode(data, shots)
     gcn, egnn, names = ref.from_ours(learner)
     features = data.x.to(torch.float64)
     out = ref.teg_task(gcn, egnn, features, data.edge_index, learner.structure.to(torch.float64), episode.support,
-                       episode.query, episode.query_y, ways=2, shots=shots, gamma=cfg.teg_gamma)
+                       episode.query, episode.query_y, ways=2, shots=shots, gamma=cfg.option("teg_gamma"))
     out.loss.backward()
     learner.zero_grad()
     result = learner(episode, train=True)
@@ -186,7 +186,7 @@ def test_yaml_config_sets_teg_options(shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--method", "teg", "--cml"], ["--cml needs a meta-learner with an inner loop", "drop --cml"]),
+    (["--method", "teg", "--cml"], ["--cml needs a gradient-based method with an inner loop", "teg", "drop --cml"]),
     (["--method", "teg", "--teg-gamma", "1.5"], ["teg_gamma must be in [0, 1]", "--teg-gamma"]),
     (["--method", "teg", "--anchors", "0"], ["anchors must be positive"]),
     (["--method", "teg", "--backbone", "sgc"], ["one GCN layer"]),

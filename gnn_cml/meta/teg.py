@@ -241,6 +241,25 @@ class TEG(MetaLearner):
 
     adapts = False  # no inner loop (see the module docstring on --cml)
 
+    @classmethod
+    def from_config(cls, cfg, graph: PreparedGraph) -> "TEG":
+        """TEG on ``graph`` with the run's ``hidden``, ``dropout``, ``init`` and its own options
+        (``teg_gamma``, ``anchors``, ``egnn_layers``); the anchors come from the run's seed (drawn from
+        torch's generator, which the caller has seeded)."""
+        cls.check_config(cfg)
+        seed = int(torch.randint(0, 2 ** 31 - 1, ()))
+        return build_teg(graph, cfg.hidden, cfg.dropout, cfg.option("anchors"), cfg.option("egnn_layers"),
+                         cfg.option("teg_gamma"), seed, cfg.init)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        require(cfg.backbone == "gcn" and cfg.layers == 1,
+                f"teg's graph embedder is one GCN layer (backbone gcn, layers 1), got backbone {cfg.backbone} with "
+                f"{cfg.layers} layer(s): drop --backbone and 'layers' for --method teg")
+        gamma = cfg.option("teg_gamma")
+        require(gamma is not None and 0 <= gamma <= 1,
+                f"teg_gamma must be in [0, 1], got {gamma}: e.g. --teg-gamma 0.5")
+
     def __init__(self, encoder: InputDropoutGCN, structure: torch.Tensor, egnn_layers: int = 2,
                  teg_gamma: float = 0.5):
         super().__init__()
