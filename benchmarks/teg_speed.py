@@ -62,7 +62,8 @@ def check_equal(graph_name, shots, data, graph, episode) -> float:
     learner = learner.to(torch.float64)
     gcn, egnn, names = ref.from_ours(learner)
     out = ref.teg_task(gcn, egnn, data.x.to(torch.float64), data.edge_index, learner.structure.to(torch.float64),
-                       episode.support, episode.query, episode.query_y, ways=2, shots=shots, gamma=cfg.option("teg_gamma"))
+                       episode.support, episode.query, episode.query_y, ways=2, shots=shots,
+                       gamma=cfg.option("teg_gamma"))
     out.loss.backward()
     result = learner(episode, train=True)
     result.loss.backward()

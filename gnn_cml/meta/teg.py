@@ -55,6 +55,9 @@ gradient reaches the shared extractor through those inner updates. TEG has no in
 (its task adaptation is a forward pass) and no classifier head to pair a co-learner with;
 a co-learner here would be a plain auxiliary classifier on fixed class indices, not CML.
 
+The method's declaration (defaults, options ``teg_gamma``, ``anchors``, ``egnn_layers``) is its
+entry in :mod:`gnn_cml.methods`; docs/methods/teg.md has the details.
+
 Example:
     >>> cfg = resolve(dict(graph="citeseer", method="teg", ways=2, shots=1))  # doctest: +SKIP
     >>> learner = build_learner(cfg, PreparedGraph(data, norm=cfg.norm), seed=0)  # doctest: +SKIP
@@ -62,7 +65,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -76,10 +78,6 @@ from gnn_cml.errors import require
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.models.graph import PreparedGraph, RowBlock
 from gnn_cml.sampling.episodes import Episode
-
-# The authors' settings (argument.py, configuration.yaml); config keys with these names override them.
-DEFAULTS = {"anchors": 16, "egnn_layers": 2, "teg_gamma": 0.5}
-
 
 # --- structural (invariant) features ----------------------------------------------------------------
 def anchor_members(num_nodes: int, anchors: int, seed: int) -> List[np.ndarray]:
@@ -312,5 +310,5 @@ def build_teg(graph: PreparedGraph, hidden: int, dropout: float, anchors: int, e
     return initialise_teg_(learner, init)
 
 
-__all__ = ["DEFAULTS", "EquivariantLayer", "InputDropoutGCN", "TEG", "TaskEmbedder", "anchor_features",
+__all__ = ["EquivariantLayer", "InputDropoutGCN", "TEG", "TaskEmbedder", "anchor_features",
            "anchor_members", "build_teg", "initialise_teg_", "prototype_logits"]

@@ -176,7 +176,8 @@ def from_ours(learner, dropout: float = 0.0):
 
 def gradients(gcn, egnn, names: Dict[str, str]) -> Dict[str, torch.Tensor]:
     """The reference modules' ``.grad`` under our parameter names (zeros where none reached)."""
-    found = {**{f"gcn.{k}": v for k, v in gcn.named_parameters()}, **{f"egnn.{k}": v for k, v in egnn.named_parameters()}}
+    found = {**{f"gcn.{k}": v for k, v in gcn.named_parameters()},
+             **{f"egnn.{k}": v for k, v in egnn.named_parameters()}}
     return {names[k]: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in found.items() if k in names}
 
 
