@@ -381,7 +381,7 @@ def _validate_method(cfg: RunConfig) -> None:
     method = methods.get(cfg.method)
     require(not cfg.cml or method.cml,
             f"--cml needs a gradient-based method with an inner loop; {method.name} ({method.summary}) has none: "
-            f"drop --cml, or use --method {methods.or_list(methods.cml_methods())}")
+            f"drop --cml, or use {methods.or_list(methods.cml_methods())}")
     for option in method.options:
         value = cfg.option(option.name)
         if option.choices:

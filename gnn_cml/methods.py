@@ -264,11 +264,15 @@ def _as_method(obj, source: str) -> Method:
     """A :class:`Method` from what a plugin path or entry point names (a Method, or a learner class
     carrying one as its ``method`` attribute)."""
     if isinstance(obj, Method):
+        require(obj.name not in _BY_NAME, f"{source} declares the name '{obj.name}' of a built-in method: "
+                                          f"give its Method another name")
         return obj
     declared = getattr(obj, "method", None)
     require(isinstance(obj, type) and isinstance(declared, Method),
             f"{source} is neither a gnn_cml.methods.Method nor a learner class with a `method = Method(...)` "
             f"attribute: see 'Adding a method' in the README")
+    require(declared.name not in _BY_NAME, f"{source} declares the name '{declared.name}' of a built-in method: "
+                                           f"give its Method another name")
     return declared if declared.learner is not None else dataclasses.replace(declared, learner=obj)
 
 
