@@ -10,7 +10,10 @@ import yaml
 
 from gnn_cml.cli import main
 from gnn_cml.config import resolve
+from gnn_cml.data import load_graph
+from gnn_cml.engine.checkpoint import load_checkpoint
 from gnn_cml.errors import GnnCmlError
+from gnn_cml.experiments.graph import evaluate_run
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.meta.teg import TEG, anchor_features, anchor_members, prototype_logits
 from gnn_cml.models import PreparedGraph
@@ -20,8 +23,6 @@ from reference_code import teg as ref
 
 @pytest.fixture(scope="module")
 def citeseer(shared_data):
-    from gnn_cml.data import load_graph
-
     data = load_graph("citeseer", shared_data)
     return data, PreparedGraph(data, norm="sym")
 
@@ -164,14 +165,23 @@ def _train(shared_data, out, *extra):
                  "--val-every", "2", "--val-tasks", "2", "--test-tasks", "3", "--runs", "1", "--no-progress", *extra])
 
 
-def test_cli_trains_and_tests_teg(shared_data, tmp_path):
+def test_cli_trains_and_tests_teg(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("GNN_CML_DATA", str(shared_data))
     out = tmp_path / "run"
-    assert _train(shared_data, out, "--method", "teg", "--ways", "2", "--shots", "1") == 0
+    assert _train(shared_data, out, "--method", "teg", "--ways", "2", "--shots", "1", "--test-tasks", "30") == 0
     result = json.loads((out / "results.json").read_text())
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == "teg" and saved["teg_gamma"] == 0.5 and saved["anchors"] == 16
     assert saved["hidden"] == 64 and saved["norm"] == "sym" and saved["weight_decay"] == 5e-4
     assert 0 <= result["test_accuracy"]["mean"] <= 100 and len(result["test_accuracy"]["runs"]) == 1
+    # the saved model (weights and the run's structural features) gives the same test accuracy again
+    again = evaluate_run(out)
+    assert again["test_accuracy"]["runs"] == result["test_accuracy"]["runs"]
+    saved_model = load_checkpoint(out / "run_0" / "model.pt")["model"]
+    cfg = resolve({}, out / "config.yaml")
+    run_learner = build_learner(cfg, PreparedGraph(load_graph("citeseer", shared_data), norm="sym"),
+                                seed=result["runs"][0]["seed"])
+    assert torch.equal(saved_model["structure"], run_learner.structure)  # the run's anchors, not seed 0's
 
 
 def test_yaml_config_sets_teg_options(shared_data, tmp_path):
@@ -182,8 +192,7 @@ def test_yaml_config_sets_teg_options(shared_data, tmp_path):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["teg_gamma"], saved["anchors"], saved["egnn_layers"]) == (0.25, 4, 1)
     cfg = resolve({}, config)
-    learner = build_learner(cfg, PreparedGraph(__import__("gnn_cml.data", fromlist=["x"]).load_graph(
-        "citeseer", shared_data), norm=cfg.norm), seed=0)
+    learner = build_learner(cfg, PreparedGraph(load_graph("citeseer", shared_data), norm=cfg.norm), seed=0)
     assert learner.structure.shape[1] == 4 and len(learner.embedder.layers) == 1 and learner.teg_gamma == 0.25
 
 

@@ -265,7 +265,8 @@ class TEG(MetaLearner):
         self.encoder = encoder
         self.embedder = TaskEmbedder(structure.shape[1], encoder.out_dim, egnn_layers)
         self.teg_gamma = float(teg_gamma)
-        self.register_buffer("structure", structure, persistent=False)  # redrawn from the run's seed
+        # Saved with the weights: a rebuilt learner (gnn-cml evaluate, --resume) draws other anchors.
+        self.register_buffer("structure", structure)
 
     def forward(self, episode: Episode, train: bool = True) -> TaskResult:
         device = self.structure.device
