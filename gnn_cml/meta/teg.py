@@ -47,8 +47,9 @@ the code:
 What we change, and why: the structural features' anchors are drawn from the run's seed with
 NumPy (the reference uses Python's ``random``), and shortest paths come from SciPy's
 breadth-first search instead of networkx (the same distances; tests/test_teg.py checks them
-against a networkx transcription on CiteSeer). Model selection keeps the first best
-validation (the reference, on ties, the last).
+against a networkx transcription on CiteSeer); the features are saved with the weights. The
+untrained model is not validated (the reference's epoch 0 is), and model selection keeps the
+first best validation (the reference, on ties, the last).
 
 ``--cml`` is refused: CML's co-learner reads features adapted by an *inner loop*, and its
 gradient reaches the shared extractor through those inner updates. TEG has no inner loop
