@@ -16,7 +16,8 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.utils import is_undirected
 
-from gnn_cml.data import default_split, graph_info, load_graph
+from gnn_cml.data import graph_info, load_graph
+from gnn_cml.sampling import default_split
 from gnn_cml.data import gpn, ogb_datasets, pyg_datasets
 from gnn_cml.data.user_graph import load_npz_graph
 from gnn_cml.errors import GnnCmlError

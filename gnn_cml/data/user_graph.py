@@ -1,38 +1,19 @@
 """A user's own graph, saved as a plain ``.npz`` file (no pickles)."""
 from __future__ import annotations
 
-import os
-import warnings
-import zipfile
-import zlib
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch_geometric.data import Data
 
+from gnn_cml.data.source import READ_ERRORS, csr_tensor
 from gnn_cml.errors import GnnCmlError
 
 _CSR_PARTS = ("x_data", "x_indices", "x_indptr", "x_shape")
 _CLASS_KEYS = ("train_classes", "val_classes", "test_classes")
 _HOW = "save it with np.savez(path, edge_index=..., x=..., y=...)"
-
-# What a damaged archive raises while numpy reads it.
-READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
-
-
-def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
-    """A scipy sparse matrix as a float32 torch sparse CSR tensor."""
-    m = sp.csr_matrix(matrix, dtype=np.float32)
-    m.sum_duplicates()
-    with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), size=m.shape)
-
 
 def load_npz_graph(path: Path) -> Data:
     """Load and validate a user graph from ``path``.
@@ -179,28 +160,3 @@ def _class_split(arrays, y: np.ndarray, fail) -> dict:
             raise fail(f"'{key}' names class {int(out[0])}, but 'y' has classes 0..{num_classes - 1}",
                        "list only class ids that occur in y")
     return given
-
-
-def read_npz_cache(processed: Path, fingerprint: np.ndarray) -> Optional[Dict[str, np.ndarray]]:
-    """The arrays of a pickle-free ``.npz`` cache, or None when missing, stale or damaged."""
-    if not processed.exists():
-        return None
-    try:
-        with np.load(processed, allow_pickle=False) as f:
-            if np.array_equal(f["fingerprint"], fingerprint):
-                return {k: f[k] for k in f.files if k != "fingerprint"}
-    except READ_ERRORS:
-        pass  # a damaged cache is rebuilt from the raw files
-    return None
-
-
-def write_npz_cache(processed: Path, fingerprint: np.ndarray, arrays: Dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` and their source ``fingerprint`` atomically (temp file + rename)."""
-    processed.parent.mkdir(parents=True, exist_ok=True)
-    tmp = processed.with_name(f"{processed.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fingerprint=fingerprint, **arrays)
-        tmp.replace(processed)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # an unwritable cache only costs re-parsing next time

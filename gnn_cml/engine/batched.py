@@ -5,7 +5,7 @@ the runs' parameters stacked (``(R, ...)`` leaves) with one ``torch.optim.Adam``
 Adam is elementwise, so this is R independent Adams while the runs share their step count
 (runs resumed at different episodes go in separate batches). Every episode draws one task per
 run from the run's own sampler and seed, computes all runs' meta-gradients with
-:func:`gnn_cml.meta.batched_runs.batched_forward` and steps. Validations are evaluated together
+:func:`gnn_cml.meta.fast.batched_forward` and steps. Validations are evaluated together
 (:func:`evaluate_batched`); before each, the runs' modules and optimisers receive their slices, so
 each :class:`Trainer` keeps its own best state, early stopping, metrics and checkpoint exactly as
 when trained alone, and a batched run resumes (batched or not) like any other. A run that stops
@@ -22,7 +22,7 @@ import torch
 from gnn_cml.engine.progress import Line, percent
 from gnn_cml.engine.trainer import Trainer, seed_task, task_seed
 from gnn_cml.errors import GnnCmlError
-from gnn_cml.meta import batched_runs as br
+from gnn_cml.meta import fast as br
 
 
 def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Sequence[int],
@@ -244,8 +244,7 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
     finally:
         line.close()
         for t in trainers:
-            if t._writer is not None:
-                t._writer.flush()
+            t.flush_log()
     for t in trainers:
         t.model.load_state_dict(t.best_state)
 
@@ -271,7 +270,7 @@ def _fit_group(trainers: List[Trainer], show) -> None:
                                       [t.cfg.seed for t in due], cache=cache if fixed else None,
                                       keys=[id(t) for t in due])
             for t, s in zip(due, scores):
-                t._validate(windows[id(t)], s)
+                t.validate(windows[id(t)], s)
                 windows[id(t)] = []
             left = [t for t in batch.trainers if t.episode < t.cfg.episodes and not t.stopped_early]
             if len(left) < len(batch.trainers) and left:

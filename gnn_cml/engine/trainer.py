@@ -199,7 +199,7 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - start
                 progress.episode(self.episode)
                 if self.episode % cfg.val_every == 0 or self.episode == cfg.episodes:
-                    self._validate(window)
+                    self.validate(window)
                     window = []
                     progress.validated(self.episode, self.history[-1][f"val_{cfg.metric}"], self.best_score,
                                        self.best_episode, self.bad_validations,
@@ -207,8 +207,7 @@ class Trainer:
             progress.finish(self.episode, self.stopped_early)
         finally:
             progress.close()
-            if self._writer is not None:
-                self._writer.flush()
+            self.flush_log()
         self.model.load_state_dict(self.best_state)
         return self
 
@@ -225,12 +224,17 @@ class Trainer:
             self._writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None}, run_name=".")
         self.close_writer()
 
+    def flush_log(self) -> None:
+        """Write buffered TensorBoard events to disk."""
+        if self._writer is not None:
+            self._writer.flush()
+
     def close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def _validate(self, window: List[Dict[str, float]], scores: Optional[List[float]] = None) -> None:
+    def validate(self, window: List[Dict[str, float]], scores: Optional[List[float]] = None) -> None:
         """Validate (``scores``: the validation tasks' metric when computed elsewhere, e.g. batched),
         update the best state and early stopping, log and checkpoint."""
         cfg = self.cfg

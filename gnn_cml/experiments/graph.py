@@ -14,26 +14,20 @@ import torch
 import yaml
 
 from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml
-from gnn_cml.data import cache_root, data_root, default_split, load_graph
+from gnn_cml.data import cache_root, data_root, load_graph
 from gnn_cml.engine import distributed as dist
-from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gnn_cml.engine.metrics import ci_note, mean_ci95
+from gnn_cml.engine.checkpoint import RunFiles, load_checkpoint, save_checkpoint, write_json
+from gnn_cml.engine.metrics import ci_note, fmt_mean_ci, mean_ci95
 from gnn_cml.engine.progress import TaskProgress, status
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.meta.factory import build_learner, learner_class
 from gnn_cml.methods import get as get_method
 from gnn_cml.models.graph import PreparedGraph
-from gnn_cml.report.paired import tasks_digest
-from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
-from gnn_cml.sampling.episodes import ResampledTasks
+from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet, default_split, derive_seed
+from gnn_cml.sampling.episodes import ResampledTasks, tasks_digest
 
 _STREAM = {"train": 1, "val": 2, "test": 3}
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """Independent, reproducible seeds per (run, purpose) from one run seed."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 @dataclass
@@ -184,28 +178,22 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     todo = [run for run in range(cfg.runs) if run not in done]
     why_not = _why_not_batched(cfg, probe, todo)
     if why_not is None:
-        done.update(_batched_runs(task, tests, todo, out, resume, progress))
+        done.update(train_runs_batched(task, tests, todo, out, resume, progress))
     else:
         if cfg.batch_runs and len(todo) > 1:
             status(f"training the runs one after another: {why_not}", progress)
         for run in todo:
-            done[run] = _one_run(task, tests, run, out / f"run_{run}", resume, progress)
+            done[run] = train_run(task, tests, run, out / f"run_{run}", resume, progress)
     runs: List[Dict] = [done[run] for run in range(cfg.runs)]
     result = summarise(cfg, runs, time.perf_counter() - started, task.split)
     result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
         write_json(out / "results.json", result)
     acc = result["test_accuracy"]
-    status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {_pm(acc['mean'], acc['ci95'])} "
+    status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {fmt_mean_ci(acc['mean'], acc['ci95'], unit='%')} "
            f"(mean ± 95% CI over {len(runs)} run{'s' if len(runs) > 1 else ''})"
            + (f"; CI {acc['ci95_note']}" if acc.get("ci95_note") else ""), progress)
     return result
-
-
-def _pm(mean: float, ci: Optional[float]) -> str:
-    """``74.31% ± 2.10`` (``± -`` when the CI is undefined)."""
-    ci_text = "-" if ci is None or ci != ci else f"{ci:.2f}"
-    return f"{mean:.2f}% ± {ci_text}"
 
 
 def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
@@ -258,14 +246,14 @@ def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progres
         return None
     record = json.loads(result_path.read_text())
     status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
-           f"{_pm(record['test_accuracy'], record.get('test_ci95'))}", progress)
+           f"{fmt_mean_ci(record['test_accuracy'], record.get('test_ci95'), unit='%')}", progress)
     return record
 
 
 def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
     """Why the runs to do are not trained as one batched computation (None: they are);
     ``learner``: one built from ``cfg`` (its structure is what is checked)."""
-    from gnn_cml.meta.batched_runs import unsupported
+    from gnn_cml.meta.fast import why_not_batched
 
     if not cfg.batch_runs or len(todo) < 2:
         return "--no-batch-runs" if len(todo) > 1 else "one run"
@@ -278,7 +266,7 @@ def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
     method = get_method(cfg.method)
     if not method.fast_path:
         return f"{method.name}: {method.why_not_fast or 'it declares no fast path'}"
-    return unsupported(learner)
+    return why_not_batched(learner)
 
 
 def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress: bool):
@@ -304,7 +292,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     return learner, seed, trainer
 
 
-def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
+def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
                   progress: bool) -> Dict[int, Dict]:
     """The runs ``todo`` trained in lockstep (:func:`gnn_cml.engine.batched.fit_batched`) and tested
     together; each run's files are the same as when trained alone."""
@@ -336,7 +324,8 @@ def _runs_text(runs: List[int]) -> str:
     return ",".join(str(r + 1) for r in runs)
 
 
-def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
+def train_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
+    """Train (or fit) run ``run`` alone, test it on ``tests`` and write its ``result.json``; returns its record."""
     learner, seed, trainer = _start_run(task, run, run_dir, resume, progress)
     if trainer is None:
         return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
@@ -354,23 +343,17 @@ def _finish_run(task: GraphTask, run: int, run_dir: Path, learner, seed: int, tr
                 scores: List[float], test_seconds: float, progress: bool, batch: Optional[int] = None) -> Dict:
     """Record a trained run's test scores: ``result.json``, ``model.pt``, TensorBoard, a status line
     (``batch``: how many runs it was trained with in one batched computation)."""
-    cfg = task.cfg
     label = trainer.log_name
-    summary = mean_ci95([100 * s for s in scores])
-    record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
-              "test_tasks": len(scores), "best_val_accuracy": 100 * (trainer.best_score or 0.0),
-              "best_episode": trainer.best_episode, "episodes": trainer.episode,
-              "stopped_early": trainer.stopped_early, "train_seconds": trainer.train_seconds,
-              "test_seconds": test_seconds,
-              "episodes_per_s": trainer.episode / trainer.train_seconds if trainer.train_seconds else None,
-              **({"batched_runs": batch} if batch else {})}
-    trainer.log_test(summary["mean"] / 100, {"test_accuracy_ci95": summary["ci95"] / 100})
-    if dist.is_main():
-        save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
-        write_json(run_dir / "result.json", record)
+    record = _record_run(task.cfg, run, seed, run_dir, learner, scores,
+                         best_val_accuracy=100 * (trainer.best_score or 0.0), best_episode=trainer.best_episode,
+                         episodes=trainer.episode, stopped_early=trainer.stopped_early,
+                         train_seconds=trainer.train_seconds, test_seconds=test_seconds,
+                         episodes_per_s=trainer.episode / trainer.train_seconds if trainer.train_seconds else None,
+                         **({"batched_runs": batch} if batch else {}))
+    trainer.log_test(record["test_accuracy"] / 100, {"test_accuracy_ci95": record["test_ci95"] / 100})
     stop = (f"stopped early at episode {trainer.episode}" if trainer.stopped_early
             else f"{trainer.episode} episodes (the cap)")
-    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
+    status(f"{label} · test accuracy {fmt_mean_ci(record['test_accuracy'], record['test_ci95'], unit='%')} (95% CI over "
            f"{len(scores)} test tasks) · best val {100 * (trainer.best_score or 0.0):.1f}% @ episode "
            f"{trainer.best_episode} · {stop} · {trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test",
            progress)
@@ -384,17 +367,24 @@ def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_di
     cfg = task.cfg
     label = f"run {run + 1}/{cfg.runs}"
     fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
-                         log_name=label)
+                         log_name=label, files=RunFiles())
     start = time.perf_counter()
     scores = learner.evaluate(tests)
+    record = _record_run(cfg, run, seed, run_dir, learner, scores, test_seconds=time.perf_counter() - start, **fitted)
+    status(f"{label} · test accuracy {fmt_mean_ci(record['test_accuracy'], record['test_ci95'], unit='%')} (95% CI over "
+           f"{len(scores)} test tasks) · fitted in {fitted.get('train_seconds', 0):.0f} s", progress)
+    return record
+
+
+def _record_run(cfg: RunConfig, run: int, seed: int, run_dir: Path, learner, scores: List[float], **fields) -> Dict:
+    """A finished run's record (its ``result.json``: test accuracy over the fixed tasks, then ``fields``),
+    written with its ``model.pt``."""
     summary = mean_ci95([100 * s for s in scores])
     record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
-              "test_tasks": len(scores), "test_seconds": time.perf_counter() - start, **fitted}
+              "test_tasks": len(scores), **fields}
     if dist.is_main():
         save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
         write_json(run_dir / "result.json", record)
-    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
-           f"{len(scores)} test tasks) · pretraining {fitted.get('pretrain_seconds', 0):.0f} s", progress)
     return record
 
 

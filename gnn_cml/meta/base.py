@@ -45,8 +45,10 @@ class MetaLearner(nn.Module):
     - :meth:`test_model`: the model evaluated at meta-test (CML returns its base learner here).
     - ``adapts``: True when ``forward`` adapts the weights in an inner loop (CML needs one).
     - a method declared with ``meta_trained=False`` also provides ``fit(task, run_dir, seed,
-      resume, progress, log_name) -> dict`` (saved under ``run_dir``; merged into the run's
-      record) and ``evaluate(tasks) -> [accuracy per task]`` instead of being trained by the Trainer.
+      resume=False, progress=True, log_name="", files=None) -> dict`` (fields merged into the run's
+      record; what it fits is read and written under ``run_dir`` through ``files``, a
+      :class:`~gnn_cml.engine.checkpoint.RunFiles` the experiment passes) and ``evaluate(tasks) ->
+      [accuracy per task]``, instead of being trained by the Trainer.
 
     Args:
         task_loss: turns predictions into a loss (default: cross-entropy; MSE for regression).

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnn_cml import methods
+from gnn_cml.data.source import csr_tensor
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.sampling.episodes import Episode
@@ -92,18 +93,6 @@ def pretrain_settings(cfg, graph_name: str = "") -> Dict:
 
 
 # --- the whole graph as torch tensors ----------------------------------------------------------
-def _torch_sparse(m: sp.spmatrix) -> torch.Tensor:
-    """A scipy matrix as a torch CSR tensor (``csr @ dense`` is differentiable in the dense operand;
-    faster than COO for the feature product in our measurements)."""
-    m = sp.csr_matrix(m, dtype=np.float32)
-    m.sort_indices()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), m.shape)
-
-
 def sym_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """``D^-1/2 (A + I) D^-1/2`` of a (possibly edge-dropped) graph, as GCNConv normalises it."""
     loops = torch.arange(num_nodes)
@@ -139,8 +128,8 @@ class FullGraph:
         rowsum = np.asarray(abs(x).sum(1)).reshape(-1)
         rowsum[rowsum == 0] = 1.0
         x = sp.diags(1.0 / rowsum).dot(x)  # NormalizeFeatures, as DGI and GRACE
-        self.x, self.xt = _torch_sparse(x), _torch_sparse(x.T)
-        self.adj = _torch_sparse(graph.adj)
+        self.x, self.xt = csr_tensor(x), csr_tensor(x.T)
+        self.adj = csr_tensor(graph.adj)
         a = graph.adj.tocoo()
         off = a.row != a.col
         self.edge_index = torch.from_numpy(np.vstack([a.col[off], a.row[off]]).astype(np.int64))
@@ -463,13 +452,21 @@ class TLP(MetaLearner):
 
     # --- the experiment's fit/evaluate path ----------------------------------------------------
     def fit(self, task, run_dir: Path, seed: int, resume: bool = False, progress: bool = True,
-            log_name: str = "") -> Dict:
-        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record."""
-        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
-        from gnn_cml.engine import distributed as dist
-        from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
+            log_name: str = "", files=None) -> Dict:
+        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record.
 
+        Args:
+            files: the run folder's checkpoint reader/writer (``load(path)``, ``save(path, state)``;
+                the experiment passes :class:`gnn_cml.engine.checkpoint.RunFiles`). Without it
+                nothing is read or written: the encoder is pretrained in memory.
+        """
+        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
         path = Path(run_dir) / "encoder.pt"
+        if files is None:
+            if resume or task.cfg.option("pretrained"):
+                raise GnnCmlError("resuming or reusing a pretrained encoder needs the run folder's files: "
+                                  "pass files=RunFiles()")
+        save = files.save if files is not None else (lambda *args: None)
         source = path if resume and path.exists() else None
         shared = check_pretrained(task.cfg)
         if source is None and shared is not None:
@@ -478,7 +475,7 @@ class TLP(MetaLearner):
                 raise GnnCmlError(f"--pretrained {shared} has no {Path(run_dir).name}/encoder.pt: finish that run "
                                   f"first (gnn-cml train --resume --out {shared}) or drop --pretrained")
         if source is not None:
-            saved = load_checkpoint(source)
+            saved = files.load(source)
             try:
                 self.load_state_dict(saved["encoder"])
                 info = dict(saved["pretrain"])
@@ -488,8 +485,8 @@ class TLP(MetaLearner):
                                   f"again, or use --overwrite") from None
             if progress:
                 print(f"{log_name}: reusing the pretrained encoder in {source}", flush=True)
-            if source != path and dist.is_main():  # the run keeps its own copy
-                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            if source != path:  # the run keeps its own copy
+                save(path, {"encoder": self.state_dict(), "pretrain": info})
             info["reused"] = True
         else:
             nodes = labels = None
@@ -499,8 +496,7 @@ class TLP(MetaLearner):
                                      log_name=f"{log_name} pretrain")
             self.encoder.load_state_dict(encoder.state_dict())
             self._z = None
-            if dist.is_main():
-                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            save(path, {"encoder": self.state_dict(), "pretrain": info})
             info = dict(info, reused=False)
         return {"pretrain": self.settings["pretrain"], "pretrain_settings": self.settings,
                 "pretrain_seconds": info["seconds"], "pretrain_epochs": info["epochs"],

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from gnn_cml import methods as registry
-from gnn_cml.config import resolve
-from gnn_cml.data import graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
-from gnn_cml.report.paired import finite, pair_runs, t_interval
-from gnn_cml.report.table3 import PAPER_SPLIT_SEED, add_output_arguments, QUICK, _fmt, _p, _signed, run_arm, shared_task_file
+from gnn_cml.experiments.paired import finite, pair_runs, t_interval
+from gnn_cml.engine.metrics import fmt_mean_ci, fmt_number, fmt_p
+from gnn_cml.experiments.grid import PAPER_SPLIT_SEED, run_gamma_grid
+from gnn_cml.report.table3 import add_output_arguments
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -46,44 +46,22 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
               runs: int = DEFAULT_RUNS, ways: int = 2, shots: int = 5, split_seed: int = PAPER_SPLIT_SEED,
               quick: bool = False, resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None,
               seed: int = 0, progress: bool = True) -> Tuple[List[GammaRow], List[Tuple[str, str]]]:
-    """Train every (graph, method, gamma) with the same seeds and test tasks; returns rows and skipped graphs.
-
-    gamma = 0 is run as the base learner (CML off): with gamma = 0 the co-learner adds nothing to the
-    meta-gradient, and the engine tests check that this is the same computation. Every other gamma is
-    paired with it run by run (same initial weights, episodes and test tasks).
-    Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>_gamma<g>/}``.
-    """
-    out = Path(out)
-    require(0.0 in [float(g) for g in gammas], "--gammas must include 0 (the paired reference)")
-    require(all(g >= 0 for g in gammas), f"--gammas must be >= 0, got {list(gammas)}")
-    gammas = sorted(set(float(g) for g in gammas))
+    """Run the sweep (:func:`gnn_cml.experiments.grid.run_gamma_grid`); returns its rows (each gamma paired
+    with gamma = 0 of its graph and method) and the skipped graphs."""
+    arms, skipped = run_gamma_grid(graphs, out, methods, gammas, runs, ways, shots, split_seed, quick, resume,
+                                   overwrite, data_root, seed, progress)
     rows: List[GammaRow] = []
-    skipped: List[Tuple[str, str]] = []
-    for g in graphs:
-        name = graph_info(g).name
-        try:
-            load_graph(name, data_root)
-        except GnnCmlError as exc:
-            skipped.append((name, str(exc)))
-            continue
-        where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
-        for method in methods:
-            base = None
-            for gamma in gammas:
-                overrides = dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2,
-                                 ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
-                                 data_root=data_root, **(QUICK if quick else {}))
-                cfg = resolve(overrides)
-                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
-                res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
-                accs = res["test_accuracy"]["runs"]
-                t = t_interval(accs)
-                if base is None:
-                    base = res
-                st = pair_runs(base, res)
-                rows.append(GammaRow(name, f"{ways}-way {shots}-shot", method, gamma, len(accs), t["mean"], t["ci95"],
-                                     st["delta"], st["delta_ci95"], st["delta_low"], st["delta_high"],
-                                     st["wilcoxon_p"], st["flags"], finite(res.get("wall_time_s"))))
+    base = {}
+    for arm in arms:
+        res = arm.results
+        base.setdefault((arm.graph, arm.method), res)  # the first (gamma = 0) arm of each graph and method
+        accs = res["test_accuracy"]["runs"]
+        t = t_interval(accs)
+        st = pair_runs(base[(arm.graph, arm.method)], res)
+        gamma = float(res["gamma"])  # 0.0 for the base learner (CML off)
+        rows.append(GammaRow(arm.graph, f"{arm.ways}-way {arm.shots}-shot", arm.method, gamma, len(accs), t["mean"],
+                             t["ci95"], st["delta"], st["delta_ci95"], st["delta_low"], st["delta_high"],
+                             st["wilcoxon_p"], st["flags"], finite(res.get("wall_time_s"))))
     return rows, skipped
 
 
@@ -97,9 +75,9 @@ def write_reports(rows: List[GammaRow], skipped: List[Tuple[str, str]], out: Pat
         w = csv.writer(fh)
         w.writerow(cols)
         for r in rows:
-            w.writerow([r.graph, r.setting, r.method, f"{r.gamma:g}", r.runs, _fmt(r.mean), _fmt(r.ci95), _fmt(r.delta),
-                        _fmt(r.delta_ci95), _fmt(r.delta_low), _fmt(r.delta_high), _p(r.wilcoxon_p),
-                        ";".join(r.flags), _fmt(r.wall_time_s, 1)])
+            w.writerow([r.graph, r.setting, r.method, f"{r.gamma:g}", r.runs, fmt_number(r.mean), fmt_number(r.ci95), fmt_number(r.delta),
+                        fmt_number(r.delta_ci95), fmt_number(r.delta_low), fmt_number(r.delta_high), fmt_p(r.wilcoxon_p),
+                        ";".join(r.flags), fmt_number(r.wall_time_s, 1)])
     payload = {"command": command, "rows": [asdict(r) for r in rows],
                "skipped": [{"graph": g, "reason": why} for g, why in skipped]}
     from gnn_cml.engine.checkpoint import write_json  # strict JSON (NaN -> null), written atomically
@@ -113,9 +91,9 @@ def write_reports(rows: List[GammaRow], skipped: List[Tuple[str, str]], out: Pat
              "| graph | setting | method | gamma | runs | accuracy | Δ vs gamma 0 ± paired CI | Wilcoxon p | flags |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        delta = "(reference)" if r.gamma == 0 else _signed(r.delta, r.delta_ci95)
+        delta = "(reference)" if r.gamma == 0 else fmt_mean_ci(r.delta, r.delta_ci95, signed=True)
         lines.append(f"| {r.graph} | {r.setting} | {r.method} | {r.gamma:g} | {r.runs} | "
-                     f"{_fmt(r.mean)} ± {_fmt(r.ci95)} | {delta} | {'-' if r.gamma == 0 else _p(r.wilcoxon_p)} | "
+                     f"{fmt_number(r.mean)} ± {fmt_number(r.ci95)} | {delta} | {'-' if r.gamma == 0 else fmt_p(r.wilcoxon_p)} | "
                      f"{', '.join(f for f in r.flags if r.gamma != 0)} |")
     if skipped:
         lines += ["", "Skipped graphs:", ""] + [f"- {g}: {why}" for g, why in skipped]
