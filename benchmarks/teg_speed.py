@@ -80,10 +80,10 @@ def bench(graph_name, shots, args, cache):
     import torch
     from reference_code import teg as ref
 
-    from gnn_cml.data import default_split, load_graph
+    from gnn_cml.data import load_graph
     from gnn_cml.engine.trainer import Trainer, TrainerConfig
     from gnn_cml.models import PreparedGraph
-    from gnn_cml.sampling import EpisodeSampler
+    from gnn_cml.sampling import EpisodeSampler, default_split
 
     if graph_name not in cache:
         data = load_graph(graph_name, args.root)
