@@ -232,6 +232,21 @@ BUILTIN: Tuple[Method, ...] = (
            arms={"tlp-dgi": {"pretrain": "dgi"}, "tlp-grace": {"pretrain": "grace"},
                  "tlp-supervised": {"pretrain": "supervised"}},
            quick={"pretrain_epochs": 5}, label_option="pretrain"),
+    # TEG's code (argument.py, configuration.yaml, model.py): a 1-layer GCN of 64 units on GCNConv's
+    # D^-1/2 (A+I) D^-1/2, input dropout 0.5, Adam 0.001 with weight decay 5e-4, 10 epochs of 50 episodes
+    # validated once per epoch on 50 tasks (no early stopping).
+    Method("teg", "GCN + equivariant GNN over task embeddings, prototypes; no inner loop", "gnn_cml.meta.teg:TEG",
+           paper="Kim et al., KDD 2023",
+           defaults={"backbone": "gcn", "norm": "sym", "layers": 1, "hidden": 64, "dropout": 0.5, "lr": 0.001,
+                     "weight_decay": 5e-4, "inner_steps": 0, "episodes": 500, "val_every": 50, "val_tasks": 50,
+                     "patience": 10, "teg_gamma": 0.5, "anchors": 16, "egnn_layers": 2},
+           options=(Option("teg_gamma", "--method teg: weight of the task embedder's (EGNN) prototype loss; the graph "
+                                        "embedder's gets 1 - teg_gamma (in [0, 1])", "float", default_text="0.5"),
+                    Option("anchors", "--method teg: virtual anchor nodes of the structural features", "int",
+                           positive=True, default_text="16"),
+                    Option("egnn_layers", "--method teg: EGNN layers of the task embedder", "int", positive=True,
+                           default_text="2")),
+           why_not_fast=_NO_INNER),
 )
 
 _BY_NAME: Dict[str, Method] = {m.name: m for m in BUILTIN}
