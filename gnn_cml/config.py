@@ -11,7 +11,7 @@ import yaml
 
 from gnn_cml.errors import GnnCmlError, require
 
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp", "cosmic")
+METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp")
 
 
 def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
@@ -40,9 +40,8 @@ class RunConfig:
     graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
                       metavar="NAME")
     method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
-                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, tlp (linear probes on a pretrained "
-                               "GCN, no meta-training), or cosmic (subgraph contrastive meta-learning with mix-up, "
-                               "KDD 2023)",
+                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, or tlp (linear probes on a pretrained "
+                               "GCN, no meta-training)",
                        metavar="|".join(METHODS))
     cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
     gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
@@ -117,14 +116,6 @@ class RunConfig:
                                            "this earlier tlp run directory (same graph, seed and pretraining; "
                                            "supervised: and class split), e.g. the 1-shot run for a 5-shot one",
                                      metavar="DIR", default_text="pretrain anew")
-    # --method cosmic only (None elsewhere; cosmic's defaults in METHOD_DEFAULTS and gnn_cml/meta/cosmic.py)
-    subgraph_size: Optional[int] = _opt(None, "--method cosmic: nodes per personalised-PageRank subgraph",
-                                        default_text="20 with cosmic")
-    temperature: Optional[float] = _opt(None, "--method cosmic: temperature of the supervised contrastive loss",
-                                        default_text="0.07 with cosmic")
-    mixup: Optional[str] = _opt(None, "--method cosmic: reference (the authors' code: 25 mixed subgraphs of extra "
-                                      "training nodes) or none (the task's subgraphs only)",
-                                default_text="reference with cosmic")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,12 +136,7 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
     "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
             "probe_solver": "torch", "probe_scale": "minmax"},
-    # The authors' train.py: Adam 0.001, hidden 1024, PageRank subgraphs of 20 nodes, SupCon at 0.07, at most
-    # 10,000 episodes; no inner loop and no dropout (gnn_cml/meta/cosmic.py).
-    "cosmic": {"hidden": 1024, "lr": 0.001, "weight_decay": 0.0, "episodes": 10000, "inner_steps": 0,
-               "dropout": 0.0, "subgraph_size": 20, "temperature": 0.07, "mixup": "reference"},
 }
-COSMIC_KEYS = ("subgraph_size", "temperature", "mixup")
 TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
             "pretrained")
 
@@ -236,8 +222,8 @@ def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden", "subgraph_size")
-_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c", "temperature")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden")
+_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -351,31 +337,11 @@ def validate(cfg: RunConfig) -> None:
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
     _validate_tlp(cfg)
-    _validate_cosmic(cfg)
     require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
             f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
-
-
-def _validate_cosmic(cfg: RunConfig) -> None:
-    """--method cosmic: its settings in range, refused on other methods, no --cml."""
-    if cfg.method != "cosmic":
-        given = [k for k in COSMIC_KEYS if getattr(cfg, k) is not None]
-        require(not given, f"{', '.join(given)} only apply to --method cosmic, not {cfg.method}: drop "
-                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method cosmic")
-        return
-    require(not cfg.cml, "--cml needs adapted features from an inner loop; cosmic has none (a contrastive loss on "
-                         "the shared encoder, a logistic probe per test task): drop --cml")
-    from gnn_cml.meta.cosmic import MIXUPS
-
-    require(cfg.mixup in MIXUPS, f"mixup must be one of {', '.join(MIXUPS)}, got {cfg.mixup!r}: e.g. "
-                                 f"{_hint('mixup', MIXUPS[0])}")
-    require(cfg.subgraph_size is not None and cfg.subgraph_size > 0,
-            f"subgraph_size must be positive, got {cfg.subgraph_size}: e.g. {_hint('subgraph_size', 20)}")
-    require(cfg.temperature is not None and cfg.temperature > 0 and math.isfinite(cfg.temperature),
-            f"temperature must be a positive finite number, got {cfg.temperature}: e.g. {_hint('temperature', 0.07)}")
 
 
 def _validate_tlp(cfg: RunConfig) -> None:

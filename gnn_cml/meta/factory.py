@@ -56,11 +56,6 @@ def build_learner(cfg: RunConfig, graph: PreparedGraph, seed: int = 0) -> MetaLe
 
         return TLP(pretrain_settings(cfg, _graph_name(cfg.graph)), graph, cfg.ways, cfg.probe_c, cfg.probe_solver,
                    cfg.probe_scale)
-    if cfg.method == "cosmic":  # subgraph contrastive learning, no inner loop (--cml refused by the config)
-        from gnn_cml.meta.cosmic import COSMIC
-
-        return COSMIC(graph, hidden=cfg.hidden, subgraph_size=cfg.subgraph_size, temperature=cfg.temperature,
-                      mixup=cfg.mixup, init=cfg.init)
     if cfg.method == "protonet":
         return initialise_(ProtoNet(_encoder(cfg, graph)), cfg.init)
     if cfg.method == "gpn":
