@@ -5,13 +5,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from gnn_cml import methods
 from gnn_cml.errors import GnnCmlError, require
-
-METHODS = ("maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp")
 
 
 def _opt(default: Any = None, help: str = "", *, factory=None, flag: Optional[str] = None,
@@ -39,11 +38,11 @@ class RunConfig:
 
     graph: str = _opt("citeseer", "graph name (see `gnn-cml datasets`) or a path to your own .npz graph",
                       metavar="NAME")
-    method: str = _opt("maml", "meta-learner: maml (GCN + MAML), metagnn (SGC + MAML), gmeta (subgraph GCN + "
-                               "MAML), ammgnn (feature modulation + MAML), protonet, gpn, or tlp (linear probes on a pretrained "
-                               "GCN, no meta-training)",
-                       metavar="|".join(METHODS))
-    cml: bool = _opt(False, "add CML's co-learner (gradient augmentation) to a maml/metagnn/gmeta/ammgnn run")
+    method: str = _opt(methods.BUILTIN[0].name,
+                       "meta-learner: " + ", ".join(f"{m.name} ({m.summary})" for m in methods.BUILTIN)
+                       + ", or a plugin's import path my_pkg.my_module:MyLearner",
+                       metavar="|".join(methods.builtin_names()))
+    cml: bool = _opt(False, f"add CML's co-learner (gradient augmentation) to a {'/'.join(methods.cml_methods())} run")
     gamma: float = _opt(0.2, "weight of the co-learner's loss in the outer objective (with --cml)")
     dagger: bool = _opt(False, "CML-dagger: predict with the co-learner at test time (with --cml)")
     co_hidden: List[int] = _opt(help="hidden layer sizes of the co-learner", factory=lambda: [16], cli=False)
@@ -76,7 +75,7 @@ class RunConfig:
     out_activation: str = _opt("none", "activation on the GCN output", choices=("none", "relu", "elu"))
     norm: str = _opt("row", "adjacency normalisation: row (D^-1 (A+I)) or sym (D^-1/2 (A+I) D^-1/2)",
                      choices=("row", "sym"))
-    pool: str = _opt("mean", "subgraph pooling of gmeta", cli=False)
+    pool: str = _opt("mean", "subgraph pooling of the subgraph_gcn backbone", cli=False)
     modulation: str = _opt("reference", "AMM-GNN feature modulation: reference (per feature column, the paper's "
                                         "code), scalar or feature", choices=("reference", "scalar", "feature"))
     query_eval: bool = _opt(False, "query pass in eval mode (no dropout) during meta-training", cli=False)
@@ -90,55 +89,25 @@ class RunConfig:
     device: str = _opt("cpu", "where the learner runs: cpu (the fast path for episode-sized work) or cuda / cuda:N "
                               "(a GPU; runs are then trained one after another)", metavar="DEVICE")
     batch_runs: bool = _opt(True, "train the runs as one batched computation where the learner allows it (first-order "
-                                  "maml, gmeta, ammgnn, each +CML); --no-batch-runs trains them one after another")
+                                  + ", ".join(m.name for m in methods.BUILTIN if m.fast_path)
+                                  + ", each +CML); --no-batch-runs trains them one after another")
     seed: int = _opt(0, "seed of the runs (each run derives its own)")
     data_root: Optional[str] = _opt(None, "data root", flag="--root", metavar="DIR",
                                     default_text="$GNN_CML_DATA, else ./data")
-    # --method tlp only (None elsewhere; tlp's defaults in METHOD_DEFAULTS and gnn_cml/meta/tlp.py)
-    pretrain: Optional[str] = _opt(None, "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or "
-                                         "supervised (GCN classifier on the training classes). Pretraining sees the "
-                                         "whole graph's structure and features (transductive, as TLP) but never a "
-                                         "label of a validation or test class", default_text="dgi with tlp")
-    pretrain_epochs: Optional[int] = _opt(None, "--method tlp: pretraining epochs (dgi: the most, stops after 20 "
-                                                "without a lower loss)",
-                                          default_text="dgi 300, grace 200, supervised 200")
-    pretrain_lr: Optional[float] = _opt(None, "--method tlp: pretraining Adam learning rate",
-                                        default_text="the pretraining method's")
-    pretrain_hidden: Optional[int] = _opt(None, "--method tlp: embedding size",
-                                          default_text="dgi 512, grace 128 on Cora / 256, supervised 16")
-    probe_c: Optional[float] = _opt(None, "--method tlp: inverse L2 strength of the logistic probe",
-                                    default_text="1")
-    probe_solver: Optional[str] = _opt(None, "--method tlp: torch (all tasks' probes at once by L-BFGS) or sklearn",
-                                       default_text="torch")
-    probe_scale: Optional[str] = _opt(None, "--method tlp: embedding scaling before the probe: minmax (per "
-                                            "dimension over all nodes, as TLP) or none", default_text="minmax")
-    pretrained: Optional[str] = _opt(None, "--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of "
-                                           "this earlier tlp run directory (same graph, seed and pretraining; "
-                                           "supervised: and class split), e.g. the 1-shot run for a 5-shot one",
-                                     metavar="DIR", default_text="pretrain anew")
+    # The run method's own options (declared in gnn_cml/methods.py), None where unset; in config.yaml they
+    # are flat keys like the fields above, and `gnn-cml train` has an option for each.
+    options: Dict[str, Any] = field(default_factory=dict, metadata={"cli": False, "help": ""})
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The flat ``config.yaml`` mapping: every field, then the method's own options."""
+        values = dataclasses.asdict(self)
+        options = values.pop("options")
+        return {**values, **options}
 
+    def option(self, name: str) -> Any:
+        """The value of the run method's own option ``name`` (None when unset)."""
+        return self.options.get(name)
 
-# What the reference code behind the paper's Table 3 uses per method (PAPER.md, "The reference
-# code, exactly"). Shared by every graph method: the reference class split, the reference
-# initialisation, no activation on the GCN output, a first-order inner loop (RunConfig defaults).
-METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "maml": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001},
-    "metagnn": {"backbone": "sgc", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.001, "dropout": 0.0},
-    "gmeta": {"backbone": "subgraph_gcn", "inner_steps": 20, "inner_lr": 0.05, "lr": 0.005,
-              "weight_decay": 5e-4, "query_eval": True, "episodes": 1000},
-    "ammgnn": {"backbone": "gcn", "inner_steps": 20, "inner_lr": 0.1, "lr": 0.01, "weight_decay": 5e-4,
-               "query_eval": True, "episodes": 500},
-    "protonet": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0},
-    "gpn": {"backbone": "gcn", "lr": 0.005, "weight_decay": 5e-4, "inner_steps": 0, "hidden": 16},
-    # Not meta-trained: pretraining on the whole graph (GCNConv's D^-1/2 (A+I) D^-1/2) + per-task probes.
-    "tlp": {"backbone": "gcn", "norm": "sym", "inner_steps": 0, "pretrain": "dgi", "probe_c": 1.0,
-            "probe_solver": "torch", "probe_scale": "minmax"},
-}
-TLP_KEYS = ("pretrain", "pretrain_epochs", "pretrain_lr", "pretrain_hidden", "probe_c", "probe_solver", "probe_scale",
-            "pretrained")
 
 # Per-graph protocol defaults: the TLP setting of Table 3, and the GPN protocol (N-way K-shot,
 # 20 queries per class, 50 fixed test tasks) for the GPN sets.
@@ -148,25 +117,36 @@ GRAPH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "amazon_clothing": _GPN, "amazon_electronics": _GPN, "dblp": _GPN,
 }
 
-_FIELDS = {f.name: f for f in fields(RunConfig)}
+_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "options"}
+
+
+def _option(name: str) -> Optional[methods.Option]:
+    owner = methods.option_owners().get(name)
+    return next(o for o in owner.options if o.name == name) if owner else None
 
 
 def describe_default(name: str) -> str:
     """The default of config key ``name`` as ``train --help`` shows it, with its per-method/graph values."""
-    default = _FIELDS[name].default
-    if default is dataclasses.MISSING:
-        default = _FIELDS[name].default_factory()
+    option = _option(name) if name not in _FIELDS else None
+    if option is not None:
+        default, default_text = None, option.default_text
+    else:
+        default = _FIELDS[name].default
+        if default is dataclasses.MISSING:
+            default = _FIELDS[name].default_factory()
+        default_text = _FIELDS[name].metadata.get("default_text")
     def show(value: Any) -> Any:
         if isinstance(value, bool):
             return "on" if value else "off"
         return "none" if value is None else value
 
-    text = f"default: {_FIELDS[name].metadata.get('default_text') or show(default)}"
+    text = f"default: {default_text or show(default)}"
     parts = []
     by_method: Dict[Any, List[str]] = {}
-    for method, values in METHOD_DEFAULTS.items():
+    for method in methods.BUILTIN:
+        values = method.defaults
         if name in values and values[name] != default:
-            by_method.setdefault(values[name], []).append(method)
+            by_method.setdefault(values[name], []).append(method.name)
     parts += [f"{show(v)} for {', '.join(ms)}" for v, ms in by_method.items()]
     by_graph: Dict[Any, List[str]] = {}
     for graph, values in GRAPH_DEFAULTS.items():
@@ -178,16 +158,23 @@ def describe_default(name: str) -> str:
     return text
 
 
-def _check_types(values: Dict[str, Any], source: str) -> None:
+def _known_keys(method: Optional[methods.Method] = None) -> List[str]:
+    """Every config key: the fields, the built-in methods' options, and ``method``'s own (a plugin's)."""
+    keys = list(_FIELDS) + list(methods.option_owners())
+    return keys + [k for k in (method.option_names if method else ()) if k not in keys]
+
+
+def _check_types(values: Dict[str, Any], source: str, method: Optional[methods.Method] = None) -> None:
+    known = _known_keys(method)
     for key, value in values.items():
-        if key not in _FIELDS:
-            close = [k for k in _FIELDS if k.startswith(key[:3])]
+        if key not in known:
+            close = [k for k in known if k.startswith(key[:3])]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise GnnCmlError(f"unknown config key '{key}' in {source}{hint}: valid keys are {', '.join(_FIELDS)}")
+            raise GnnCmlError(f"unknown config key '{key}' in {source}{hint}: valid keys are {', '.join(known)}")
 
 
-def load_yaml(path) -> Dict[str, Any]:
-    """Read a YAML config file, refusing unknown keys and malformed YAML."""
+def load_yaml(path, check_keys: bool = True) -> Dict[str, Any]:
+    """Read a YAML config file, refusing malformed YAML and (``check_keys``) unknown keys."""
     path = Path(path)
     require(path.is_file(), f"config file {path} does not exist: check the --config path")
     try:
@@ -197,33 +184,77 @@ def load_yaml(path) -> Dict[str, Any]:
         where = f" at line {line + 1}" if line is not None else ""
         raise GnnCmlError(f"config file {path} is not valid YAML{where}: fix its syntax") from None
     require(isinstance(values, dict), f"config file {path} must be a mapping of key: value lines")
-    _check_types(values, str(path))
+    if check_keys:
+        _check_types(values, str(path), _method_of(values))
     return values
+
+
+def _method_of(values: Dict[str, Any]) -> Optional[methods.Method]:
+    """The declaration of a plugin method named in ``values`` (for its option keys), else None."""
+    name = values.get("method")
+    return methods.get(name) if isinstance(name, str) and methods.is_plugin_path(name) else None
 
 
 def resolve(overrides: Dict[str, Any], config_file=None) -> RunConfig:
     """Defaults < graph defaults < method defaults < YAML file < explicit overrides (CLI flags)."""
-    file_values = load_yaml(config_file) if config_file else {}
-    _check_types(overrides, "the command line")
-    method = str(overrides.get("method") or file_values.get("method") or RunConfig.method).lower()
-    require(method in METHODS, f"unknown method '{method}': use one of {', '.join(METHODS)}")
+    file_values = load_yaml(config_file, check_keys=False) if config_file else {}
+    method = methods.get(overrides.get("method") or file_values.get("method") or RunConfig.method)
+    if config_file:
+        _check_types(file_values, str(config_file), method)
+    _check_types(overrides, "the command line", method)
     graph = overrides.get("graph") or file_values.get("graph") or RunConfig.graph
     graph_defaults = {}
     if not str(graph).endswith(".npz"):
         from gnn_cml.data.registry import graph_info
 
         graph_defaults = GRAPH_DEFAULTS.get(graph_info(str(graph)).name, {})
-    values = {**graph_defaults, **METHOD_DEFAULTS[method], **file_values,
+    values = {**graph_defaults, **method.defaults, **file_values,
               **{k: v for k, v in overrides.items() if v is not None}}
-    values["method"] = method
-    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    values["method"] = methods.normalise(overrides.get("method") or file_values.get("method") or RunConfig.method)
+    _refuse_foreign_options(values, method)
+    options = {o.name: _coerce_option(o, values.get(o.name)) for o in method.options}
+    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items() if k in _FIELDS}, options=options)
     validate(cfg)
     return cfg
 
 
+def _refuse_foreign_options(values: Dict[str, Any], method: methods.Method) -> None:
+    """Another method's options are refused when set (a saved config's ``None`` is no setting)."""
+    given: Dict[str, List[str]] = {}
+    for key, owner in methods.option_owners().items():
+        if owner.name != method.name and key not in method.option_names and values.get(key) is not None:
+            given.setdefault(owner.name, []).append(key)
+    for owner, keys in given.items():
+        raise GnnCmlError(f"{', '.join(keys)} only apply to --method {owner}, not {method.name}: drop "
+                          f"{', '.join(_hint(k, '...').split(' ')[0] for k in keys)} or use --method {owner}")
+
+
+def _coerce_option(option: methods.Option, value: Any) -> Any:
+    """``value`` as the type the method's ``option`` declares (None stays None)."""
+    if value is None:
+        return None
+    key = option.name
+    try:
+        if option.type == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if option.type == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if option.type == "int" else "a number"
+        raise GnnCmlError(f"config key '{key}' must be {kind}, got {value!r}") from None
+    if option.type == "path":
+        require(isinstance(value, (str, Path)), f"config key '{key}' must be a folder path, got {value!r}")
+        return str(value)
+    return value
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_OPTIONAL_INT = ("labels_per_class", "test_inner_steps", "pretrain_epochs", "pretrain_hidden")
-_OPTIONAL_FLOAT = ("pretrain_lr", "probe_c")
+_OPTIONAL_INT = ("labels_per_class", "test_inner_steps")
+_OPTIONAL_FLOAT: Tuple[str, ...] = ()
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -247,7 +278,7 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return None if value is None else float(value)
-        if key in ("data_root", "pretrained"):
+        if key == "data_root":
             if value is not None and not isinstance(value, (str, Path)):
                 raise bad("a folder path")
             return None if value is None else str(value)
@@ -294,6 +325,9 @@ def _coerce(key: str, value: Any) -> Any:
 
 def cli_flag(name: str) -> Optional[str]:
     """The ``gnn-cml train`` option of config key ``name`` (None: only in a --config file)."""
+    if name not in _FIELDS:
+        option = _option(name)
+        return option.cli_flag if option else None
     meta = _FIELDS[name].metadata
     if not meta.get("cli", True):
         return None
@@ -304,7 +338,7 @@ CLI_KEYS = tuple(name for name in _FIELDS if cli_flag(name))
 
 
 def _hint(key: str, example: Any) -> str:
-    flag = cli_flag(key) if key in _FIELDS else None
+    flag = cli_flag(key)
     return f"{flag} {example}" if flag else f"'{key}: {example}' in the --config file"
 
 
@@ -336,32 +370,26 @@ def validate(cfg: RunConfig) -> None:
         allowed = _FIELDS[key].metadata["choices"]
         require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
                                               f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
-    _validate_tlp(cfg)
-    require(not cfg.cml or cfg.method not in ("protonet", "gpn"),
-            f"--cml needs a gradient-based method; {cfg.method} has no inner loop: use maml, metagnn, gmeta or ammgnn")
+    _validate_method(cfg)
     if cfg.split is not None:
         require(isinstance(cfg.split, (list, tuple)) and len(cfg.split) == 3,
                 f"split must be three class counts (train, val, test), got {cfg.split!r}")
 
 
-def _validate_tlp(cfg: RunConfig) -> None:
-    """--method tlp: a known pretraining and probe; its settings refused on other methods."""
-    if cfg.method != "tlp":
-        given = [k for k in TLP_KEYS if getattr(cfg, k) is not None]
-        require(not given, f"{', '.join(given)} only apply to --method tlp, not {cfg.method}: drop "
-                           f"{', '.join(_hint(k, '...').split(' ')[0] for k in given)} or use --method tlp")
-        return
-    require(not cfg.cml, "--cml needs a meta-learner with an inner loop; tlp pretrains an encoder and fits a "
-                         "probe per task: drop --cml, or use --method maml, metagnn, gmeta or ammgnn")
-    from gnn_cml.meta.tlp import PRETRAINS, PROBE_SCALES, PROBE_SOLVERS
-
-    for key, allowed in (("pretrain", PRETRAINS), ("probe_solver", PROBE_SOLVERS), ("probe_scale", PROBE_SCALES)):
-        require(getattr(cfg, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got "
-                                              f"{getattr(cfg, key)!r}: e.g. {_hint(key, allowed[0])}")
-    for key, example in (("pretrain_epochs", 200), ("pretrain_hidden", 512)):
-        value = getattr(cfg, key)
-        require(value is None or value > 0, f"{key} must be positive, got {value}: e.g. {_hint(key, example)}")
-    for key, example in (("pretrain_lr", 0.001), ("probe_c", 1.0)):
-        value = getattr(cfg, key)
-        require(value is None or (value > 0 and math.isfinite(value)),
-                f"{key} must be a positive finite number, got {value}: e.g. {_hint(key, example)}")
+def _validate_method(cfg: RunConfig) -> None:
+    """What the run's method declares: CML only where it applies; its own options' values."""
+    method = methods.get(cfg.method)
+    require(not cfg.cml or method.cml,
+            f"--cml needs a gradient-based method with an inner loop; {method.name} ({method.summary}) has none: "
+            f"drop --cml, or use {methods.or_list(methods.cml_methods())}")
+    for option in method.options:
+        value = cfg.option(option.name)
+        if option.choices:
+            require(value in option.choices, f"{option.name} must be one of {', '.join(option.choices)}, got "
+                                             f"{value!r}: e.g. {_hint(option.name, option.choices[0])}")
+        if option.positive and value is not None:
+            if option.type == "int":
+                require(value > 0, f"{option.name} must be positive, got {value}: e.g. {_hint(option.name, 1)}")
+            else:
+                require(value > 0 and math.isfinite(value), f"{option.name} must be a positive finite number, "
+                                                            f"got {value}: e.g. {_hint(option.name, 1.0)}")

@@ -228,7 +228,9 @@ def test_table3_has_tlp_columns_on_the_cells_tasks(shared_data, tmp_path, monkey
     from gnn_cml.report import table3
 
     monkeypatch.setitem(table3.SETTINGS, "cora", [(2, 1)])
-    monkeypatch.setattr(table3, "QUICK_TLP", {"pretrain_epochs": 2, "pretrain_hidden": 32})
+    declared = table3.method_overrides
+    monkeypatch.setattr(table3, "method_overrides",
+                        lambda arm, quick=False: {**declared(arm, quick), "pretrain_epochs": 2, "pretrain_hidden": 32})
     report = table3.run_table3(["cora"], tmp_path, runs=1, quick=True, data_root=str(shared_data), progress=False,
                                methods=[], baselines=["tlp-dgi", "tlp-supervised"])
     rows = report.rows

@@ -8,7 +8,10 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+from gnn_cml import methods
 from gnn_cml.config import RunConfig, cli_flag, describe_default, resolve
+
+_OPTION_TYPES = {"int": int, "float": float, "str": str, "path": str}
 
 DESCRIPTION = """Meta-train a few-shot node classifier on a graph (optionally with CML), test it on fixed
 test tasks, and write a run directory (config.yaml, results.json, per-run metrics and models).
@@ -17,9 +20,10 @@ Settings, lowest first: built-in defaults < per-graph defaults < per-method defa
 FILE.yaml < options. Where a default depends on --method or --graph the option says so; the run
 directory's config.yaml holds the values a run actually used."""
 
-EPILOG = """examples:
-  gnn-cml train --graph cora --method gmeta --cml --ways 2 --shots 5
-  gnn-cml train --config configs/citeseer.yaml --out runs/citeseer-gmeta-cml
+_EXAMPLE = methods.table3_methods()[0]
+EPILOG = f"""examples:
+  gnn-cml train --graph cora --method {_EXAMPLE} --cml --ways 2 --shots 5
+  gnn-cml train --config configs/citeseer.yaml --out runs/citeseer-{_EXAMPLE}-cml
 Progress goes to stderr (one line per validation when stderr is not a terminal); the final JSON
 summary line goes to stdout."""
 
@@ -68,10 +72,28 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         elif f.name == "split":
             group.add_argument(flag, type=_split, **kwargs)
         elif f.name == "method":
-            group.add_argument(flag, type=str.lower, **kwargs)
+            group.add_argument(flag, type=methods.normalise, **kwargs)
         else:
             annotation = f.type if isinstance(f.type, str) else typing.get_type_hints(RunConfig)[f.name].__name__
             group.add_argument(flag, type=_scalar_type(annotation), choices=meta.get("choices"), **kwargs)
+    for option in methods.option_owners():  # the built-in methods' own options
+        add_method_option(group, option)
+
+
+def add_method_option(group, name: str) -> None:
+    """The ``train`` option of a method's own setting ``name`` (its declared type; choices are checked
+    by the config, so that a wrong value names the method)."""
+    option = next(o for m in methods.BUILTIN for o in m.options if o.name == name)
+    kwargs = dict(dest=name, help=f"{option.help} ({describe_default(name)})".replace("%", "%%"),
+                  type=_OPTION_TYPES[option.type])
+    if option.metavar:
+        kwargs["metavar"] = option.metavar
+    group.add_argument(option.cli_flag, **kwargs)
+
+
+def _config_keys():
+    """Every key ``train``'s options set: RunConfig fields with a flag, then the methods' options."""
+    return [f.name for f in fields(RunConfig) if cli_flag(f.name)] + list(methods.option_owners())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,13 +119,10 @@ def run(args) -> int:
     from gnn_cml.engine.progress import status
     from gnn_cml.experiments.graph import run_experiment
 
-    overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if cli_flag(f.name)}
+    overrides = {key: getattr(args, key) for key in _config_keys()}
     cfg = resolve(overrides, args.config)
-    if cfg.pretrained:  # a --pretrained folder that cannot serve this run fails before anything is written
-        from gnn_cml.meta.tlp import check_pretrained
-
-        check_pretrained(cfg)
-    out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{cfg.method}{'-cml' if cfg.cml else ''}-{cfg.ways}w{cfg.shots}s"
+    name = methods.get(cfg.method).name
+    out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{name}{'-cml' if cfg.cml else ''}-{cfg.ways}w{cfg.shots}s"
     if dist.init_from_env():  # first loads fill the data cache: rank 0, then one process per other machine
         from gnn_cml.data import load_graph
 

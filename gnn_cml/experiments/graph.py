@@ -21,7 +21,8 @@ from gnn_cml.engine.metrics import ci_note, mean_ci95
 from gnn_cml.engine.progress import TaskProgress, status
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
 from gnn_cml.errors import GnnCmlError, require
-from gnn_cml.meta.factory import build_learner
+from gnn_cml.meta.factory import build_learner, learner_class
+from gnn_cml.methods import get as get_method
 from gnn_cml.models.graph import PreparedGraph
 from gnn_cml.report.paired import tasks_digest
 from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
@@ -147,7 +148,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     out = Path(out)
     if dist.is_main():
         check_output(out, resume, overwrite)
-    name = f"{cfg.method}{'+cml' if cfg.cml else ''}"
+    name = f"{get_method(cfg.method).name}{'+cml' if cfg.cml else ''}"
     task = GraphTask.build(cfg, progress)
     if task_file is not None:
         tests = TaskSet.load(task_file)
@@ -161,6 +162,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         tests = task.test_tasks()
     # Build the learner once, so that a bad backbone/pool/modulation or device fails before anything is written.
     resolve_device(cfg.device)
+    learner_class(cfg).check_config(cfg)
     with torch.random.fork_rng(devices=[]):
         probe = build_learner(cfg, task.graph, seed=0)
     if dist.is_main():
@@ -273,8 +275,9 @@ def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
         return "distributed training (torchrun) splits each meta-batch instead"
     if cfg.meta_batch != 1:
         return "--meta-batch above 1"
-    if not getattr(learner, "meta_trained", True):
-        return f"{cfg.method} has no meta-training"
+    method = get_method(cfg.method)
+    if not method.fast_path:
+        return f"{method.name}: {method.why_not_fast or 'it declares no fast path'}"
     return unsupported(learner)
 
 
@@ -286,7 +289,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     seed = derive_seed(cfg.seed, 100 + run)
     label = f"run {run + 1}/{cfg.runs}"
     learner = build_learner(cfg, task.graph, seed=seed)
-    if not getattr(learner, "meta_trained", True):  # e.g. tlp: fit once (pretraining), no Trainer
+    if not get_method(cfg.method).meta_trained:  # fit once (e.g. pretraining), no Trainer
         return learner, seed, None
     learner.to(resolve_device(cfg.device))
     val_sampler = task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"]))
@@ -385,7 +388,7 @@ def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_di
     cfg = task.cfg
     label = f"run {run + 1}/{cfg.runs}"
     fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
-                         log_name=f"{cfg.method}-{cfg.pretrain} {label}")
+                         log_name=label)
     start = time.perf_counter()
     scores = learner.evaluate(tests)
     summary = mean_ci95([100 * s for s in scores])

@@ -43,6 +43,10 @@ class AMMGNN(MAML):
         self.alpha_net = nn.Linear(set_size, 1)
         self.beta_net = nn.Linear(set_size, 1)
 
+    @classmethod
+    def config_kwargs(cls, cfg):
+        return dict(super().config_kwargs(cfg), modulation=cfg.modulation)
+
     def node_sets(self, episode: Episode) -> torch.Tensor:
         """The two random node sets (2, set_size) of this task, from torch's default generator."""
         nodes = torch.cat([episode.support, episode.query])

@@ -58,7 +58,7 @@ def unsupported(learner) -> Optional[str]:
     """Why ``learner``'s runs cannot be batched (``None`` when they can)."""
     base, _ = _parts(learner)
     if type(base) not in (MAML, AMMGNN):
-        return f"{type(base).__name__} is not a MAML-style learner (maml, gmeta, ammgnn)"
+        return f"{type(base).__name__} is not a MAML-style learner"
     if isinstance(base, AMMGNN) and base.modulation != "reference":
         return f"AMM-GNN modulation '{base.modulation}' (only 'reference')"
     if not base.first_order:

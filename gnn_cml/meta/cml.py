@@ -23,9 +23,8 @@ class CML(MetaLearner):
 
     def __init__(self, learner: MetaLearner, co_learner: nn.Module, gamma: float = 0.2, dagger: bool = False):
         super().__init__(learner.task_loss)
-        require(getattr(learner, "adapts", False),
-                f"CML needs a gradient-based learner with an inner loop; {type(learner).__name__} has none: "
-                f"use maml, metagnn, gmeta or ammgnn")
+        require(learner.adapts, f"CML needs a gradient-based learner with an inner loop; {type(learner).__name__} "
+                                f"has none (its class sets adapts = False)")
         require(gamma >= 0, f"gamma must be >= 0, got {gamma}")
         self.learner, self.co_learner = learner, co_learner
         self.gamma, self.dagger = float(gamma), dagger

@@ -9,8 +9,10 @@ from torch.func import functional_call, grad
 
 from gnn_cml.errors import require
 from gnn_cml.meta import closed_form
-from gnn_cml.meta.base import MetaLearner, TaskResult
+from gnn_cml.meta.base import MetaLearner, TaskResult, encoder_for
 from gnn_cml.models.graph import RowBlock
+from gnn_cml.models.heads import MLPHead
+from gnn_cml.models.init import initialise_
 from gnn_cml.sampling.episodes import Episode
 
 Params = Dict[str, torch.Tensor]
@@ -85,6 +87,21 @@ class MAML(MetaLearner):
         self.adapt_prefixes = tuple(f"net.{p}." for p in adapt)
         self.query_eval = query_eval
         self.fast_inner = fast_inner  # closed-form first-order inner loop where it applies (closed_form.py)
+
+    @classmethod
+    def from_config(cls, cfg, graph) -> "MAML":
+        """The run's encoder (``cfg.backbone``) and a linear head, re-drawn by ``cfg.init``."""
+        encoder = encoder_for(cfg, graph)
+        learner = cls(encoder, MLPHead(encoder.out_dim, cfg.ways), **cls.config_kwargs(cfg))
+        # Reference init re-draws every linear layer (encoder, head, AMM-GNN's modulation maps) from
+        # the run's seed; 'torch' keeps the nn.Linear defaults drawn above.
+        return initialise_(learner, cfg.init)
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> Dict:
+        """Constructor arguments read from the run config (beyond encoder and head)."""
+        return dict(inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr, first_order=cfg.first_order,
+                    test_inner_steps=cfg.test_inner_steps, query_eval=cfg.query_eval)
 
     @property
     def encoder(self) -> nn.Module:

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gnn_cml.meta.base import MetaLearner, TaskResult
+from gnn_cml.meta.base import MetaLearner, TaskResult, encoder_for
+from gnn_cml.models.init import initialise_
 from gnn_cml.sampling.episodes import Episode
 
 
@@ -27,6 +28,10 @@ class ProtoNet(MetaLearner):
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
+
+    @classmethod
+    def from_config(cls, cfg, graph) -> "ProtoNet":
+        return initialise_(cls(encoder_for(cfg, graph)), cfg.init)
 
     def forward(self, episode: Episode, train: bool = True) -> TaskResult:
         with torch.set_grad_enabled(train):
@@ -50,6 +55,11 @@ class GPN(MetaLearner):
         graph = encoder.graph
         degree = np.diff(graph.adj.indptr).astype(np.float32)  # includes the self-loop, so >= 1
         self.register_buffer("log_degree", torch.from_numpy(np.log(degree)), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg, graph) -> "GPN":
+        scorer = encoder_for(cfg, graph)
+        return initialise_(cls(encoder_for(cfg, graph), scorer, nn.Linear(cfg.hidden, 1)), cfg.init)
 
     def forward(self, episode: Episode, train: bool = True) -> TaskResult:
         with torch.set_grad_enabled(train):

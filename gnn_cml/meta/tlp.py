@@ -55,13 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gnn_cml import methods
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.sampling.episodes import Episode
 
-PRETRAINS = ("dgi", "grace", "supervised")
-PROBE_SOLVERS = ("torch", "sklearn")
-PROBE_SCALES = ("minmax", "none")
+METHOD = methods.get("tlp")  # the declaration: options, defaults (gnn_cml/methods.py)
+PRETRAINS = next(o.choices for o in METHOD.options if o.name == "pretrain")
 
 # GRACE per graph, from TLP's GRACE/fs_config.yaml (epochs: GRACE's published 200, see above).
 _GRACE = {
@@ -74,7 +74,7 @@ _GRACE_OTHER = dict(hidden=256, activation="relu", lr=1e-3, tau=0.7, edge_drop=(
 
 def pretrain_settings(cfg, graph_name: str = "") -> Dict:
     """The settings pretraining ``cfg.pretrain`` uses on ``graph_name`` (config overrides applied)."""
-    name = cfg.pretrain or "dgi"
+    name = cfg.option("pretrain") or "dgi"
     if name == "dgi":
         s = dict(layers=1, hidden=512, activation="prelu", dropout=0.0, lr=1e-3, weight_decay=0.0, epochs=300,
                  patience=20)
@@ -86,8 +86,8 @@ def pretrain_settings(cfg, graph_name: str = "") -> Dict:
         s = dict(layers=2, hidden=16, activation="relu", dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
                  patience=None)
     for key, field in (("epochs", "pretrain_epochs"), ("lr", "pretrain_lr"), ("hidden", "pretrain_hidden")):
-        if getattr(cfg, field, None) is not None:
-            s[key] = getattr(cfg, field)
+        if cfg.option(field) is not None:
+            s[key] = cfg.option(field)
     return dict(pretrain=name, **s)
 
 
@@ -311,13 +311,17 @@ PRETRAIN_KEYS = ("graph", "norm", "seed", "pretrain", "pretrain_epochs", "pretra
 SPLIT_KEYS = ("split", "split_seed", "split_rule", "labels_per_class")
 
 
+def _value(cfg, key: str):
+    return cfg.option(key) if key in METHOD.option_names else getattr(cfg, key)
+
+
 def check_pretrained(cfg) -> Optional[Path]:
-    """``cfg.pretrained`` as a folder whose encoders this run may reuse; one-line errors otherwise."""
-    if not cfg.pretrained:
+    """``pretrained`` as a folder whose encoders this run may reuse; one-line errors otherwise."""
+    if not cfg.option("pretrained"):
         return None
     from gnn_cml.config import load_yaml
 
-    folder = Path(cfg.pretrained)
+    folder = Path(cfg.option("pretrained"))
     if not (folder / "config.yaml").is_file():
         raise GnnCmlError(f"--pretrained {folder} is not a gnn-cml run directory (no config.yaml): give the --out "
                           f"of an earlier --method tlp run")
@@ -325,8 +329,8 @@ def check_pretrained(cfg) -> Optional[Path]:
     if saved.get("method") != "tlp":
         raise GnnCmlError(f"--pretrained {folder} is a {saved.get('method')} run, not a tlp run: give the --out of "
                           f"an earlier --method tlp run")
-    keys = PRETRAIN_KEYS + (SPLIT_KEYS if cfg.pretrain == "supervised" else ())
-    differ = [k for k in keys if saved.get(k) != getattr(cfg, k)]
+    keys = PRETRAIN_KEYS + (SPLIT_KEYS if cfg.option("pretrain") == "supervised" else ())
+    differ = [k for k in keys if saved.get(k) != _value(cfg, k)]
     if differ:
         raise GnnCmlError(f"--pretrained {folder} was pretrained with other settings ({', '.join(differ)} differ), "
                           f"so its encoders are not this run's: match them or drop --pretrained")
@@ -402,17 +406,32 @@ def probe_logits(z: torch.Tensor, tasks: Sequence[Episode], ways: int, c: float 
     return [logits[i] for i in range(len(tasks))]
 
 
+def _graph_name(graph: str) -> str:
+    from gnn_cml.data.registry import graph_info
+
+    return graph_info(str(graph)).name
+
+
 class TLP(MetaLearner):
     """A frozen pretrained encoder plus one logistic-regression probe per task.
 
-    Not meta-trained (``meta_trained = False``): the experiment calls :meth:`fit` once per run
+    Not meta-trained (declared ``meta_trained=False``): the experiment calls :meth:`fit` once per run
     (pretraining, or loading ``encoder.pt`` of a finished pretraining) and :meth:`evaluate` on
     the fixed test tasks. ``forward(episode)`` probes a single task, so ``gnn-cml evaluate``
     works as for every learner. The state dict is the encoder's.
     """
 
-    meta_trained = False
     adapts = False
+
+    @classmethod
+    def from_config(cls, cfg, graph) -> "TLP":
+        name = "" if str(cfg.graph).endswith(".npz") else _graph_name(cfg.graph)
+        return cls(pretrain_settings(cfg, name), graph, cfg.ways, cfg.option("probe_c"), cfg.option("probe_solver"),
+                   cfg.option("probe_scale"))
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        check_pretrained(cfg)
 
     def __init__(self, settings: Dict, graph, ways: int, probe_c: float = 1.0, probe_solver: str = "torch",
                  probe_scale: str = "minmax"):
@@ -444,8 +463,9 @@ class TLP(MetaLearner):
 
     # --- the experiment's fit/evaluate path ----------------------------------------------------
     def fit(self, task, run_dir: Path, seed: int, resume: bool = False, progress: bool = True,
-            log_name: str = "tlp") -> Dict:
+            log_name: str = "") -> Dict:
         """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record."""
+        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
         from gnn_cml.engine import distributed as dist
         from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from gnn_cml import methods as registry
 from gnn_cml.config import EXECUTION_KEYS, resolve
 from gnn_cml.data import default_split, graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
@@ -21,35 +22,29 @@ SETTINGS: Dict[str, List[Tuple[int, int]]] = {
     "corafull": [(5, 1), (5, 5)],
     "cora": [(2, 1), (2, 5)],
 }
-BASE_METHODS = ("gmeta", "ammgnn", "maml")
+BASE_METHODS = registry.table3_methods()
 METHODS: List[Tuple[str, bool]] = [(m, cml) for m in BASE_METHODS for cml in (False, True)]
-# Non-meta baselines, named tlp-<pretraining>: linear probes on a pretrained GCN (gnn_cml/meta/tlp.py),
-# on the same fixed test tasks as the meta-learners (unpaired arms: they share no weights with them).
-BASELINES = ("tlp-dgi", "tlp-grace", "tlp-supervised")
-DEFAULT_BASELINES = ("tlp-dgi", "tlp-supervised")
-QUICK_TLP = {"pretrain_epochs": 5}
+# Named variants of non-meta baselines (declared by their methods as `arms`), on the same fixed test tasks as the meta-learners (unpaired arms: they share no weights with them).
+BASELINES = tuple(registry.table3_arms())
 
 
-def method_overrides(method: str, quick: bool = False) -> Dict:
-    """Config overrides of a Table 3 arm name: 'tlp-dgi' is --method tlp --pretrain dgi."""
-    if not method.startswith("tlp-"):
-        return {"method": method}
-    return {"method": "tlp", "pretrain": method[4:], **(QUICK_TLP if quick else {})}
-PAPER = {  # mean test accuracy (%) from the paper's Table 3
-    ("citeseer", 1): {"gmeta": 55.15, "gmeta+cml": 61.17, "ammgnn": 54.53, "ammgnn+cml": 61.13},
-    ("citeseer", 5): {"gmeta": 64.53, "gmeta+cml": 76.07, "ammgnn": 62.93, "ammgnn+cml": 66.88},
-    ("amazon_computers", 1): {"gmeta": 70.57, "gmeta+cml": 72.26, "ammgnn": 74.29, "ammgnn+cml": 78.91},
-    ("amazon_computers", 5): {"gmeta": 85.96, "gmeta+cml": 87.10, "ammgnn": 80.10, "ammgnn+cml": 86.68},
-    ("corafull", 1): {"gmeta": 60.44, "gmeta+cml": 60.49, "ammgnn": 58.77, "ammgnn+cml": 63.27},
-    ("corafull", 5): {"gmeta": 75.84, "gmeta+cml": 76.02, "ammgnn": 75.61, "ammgnn+cml": 76.19},
-}
+def method_overrides(arm: str, quick: bool = False) -> Dict:
+    """Config overrides of a Table 3 baseline arm name (the method's declared overrides)."""
+    method, overrides = registry.table3_arms()[arm]
+    return {"method": method.name, **overrides, **(method.quick if quick else {})}
+
+
+PAPER = {}  # mean test accuracy (%) from the paper's Table 3: (graph, shots) -> {arm label: accuracy}
+for _m in (registry.get(name) for name in BASE_METHODS):
+    for _cell, (_base, _cml) in _m.paper_table3.items():
+        PAPER.setdefault(_cell, {}).update({_m.name: _base, f"{_m.name}+cml": _cml})
 PAPER_SPLIT_SEED = 1234
 # Training budget of --quick (a smoke run); runs default to 3 there, the fewest with an unflagged CI.
 QUICK = {"episodes": 20, "val_every": 10, "val_tasks": 5, "test_tasks": 20, "inner_steps": 5}
 QUICK_RUNS = 3
 DEFAULT_RUNS = 20
 # --study: the full grid of issue 11 (20 paired runs per cell; 5-shot cells over 5 class splits).
-STUDY = {"graphs": "citeseer,cora", "methods": "gmeta,ammgnn,maml", "shots": None, "runs": 20,
+STUDY = {"graphs": "citeseer,cora", "methods": ",".join(BASE_METHODS), "shots": None, "runs": 20,
          "split_seeds": {1: "1", 5: "5"}, "dagger": True}
 
 
@@ -245,8 +240,14 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
     names = [graph_info(g).name for g in graphs]
     for name in names:
         require(name in SETTINGS, f"graph '{name}' is not part of Table 3: use {', '.join(SETTINGS)}")
+    given = {}  # arm name -> the --methods entry (a registered name or a plugin's import path)
     for m in methods:
-        require(m in BASE_METHODS, f"unknown Table 3 method '{m}': use {', '.join(BASE_METHODS)}")
+        try:
+            given[registry.get(m).name] = m
+        except GnnCmlError as exc:
+            raise GnnCmlError(f"unknown Table 3 method '{m}': use {', '.join(BASE_METHODS)}, another of "
+                              f"{', '.join(registry.available())} or a plugin's import path ({exc})") from None
+    methods = list(given)
     for b in baselines:
         require(b in BASELINES, f"unknown Table 3 baseline '{b}': use {', '.join(BASELINES)}")
     report = Report([], [], [], {})
@@ -266,12 +267,14 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
             cells.append((name, ways, k, seeds))
     for name, ways, k, seeds in cells:
         _run_cell(report, name, ways, k, seeds, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite,
-                  data_root, seed, progress, methods, dagger, baselines)
+                  data_root, seed, progress, methods, dagger, baselines, given)
     return report
 
 
 def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick, resume, overwrite, data_root,
-              seed, progress, methods, dagger, baselines=()) -> None:
+              seed, progress, methods, dagger, baselines=(), given=None) -> None:
+    given = given or {}
+    with_cml = {m for m in methods if registry.get(given.get(m, m)).cml}
     setting = f"{ways}-way {shots}-shot"
     paper = PAPER.get((name, shots), {})
     accs: Dict[str, Dict[int, List[float]]] = {}
@@ -280,8 +283,8 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
         on_paper = paper if split_seed == PAPER_SPLIT_SEED else {}  # the paper's numbers are on its split
         for method in methods:
             results = {}
-            for cml in (False, True):
-                overrides = dict(graph=name, method=method, cml=cml, ways=ways, shots=shots, runs=runs, seed=seed,
+            for cml in (False, True) if method in with_cml else (False,):
+                overrides = dict(graph=name, method=given.get(method, method), cml=cml, ways=ways, shots=shots, runs=runs, seed=seed,
                                  split_seed=split_seed, data_root=data_root, **(QUICK if quick else {}))
                 cfg = resolve(overrides)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
@@ -294,6 +297,8 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
                 report.rows.append(Row(name, setting, label(method, cml), t["mean"], t["ci95"], len(acc),
                                        on_paper.get(label(method, cml)), finite(res.get("episodes_per_s")),
                                        finite(res.get("wall_time_s")), str(split_seed)))
+            if method not in with_cml:
+                continue
             link_pair(where / method, where / label(method, True))  # writes paired_with into the CML run
             if dagger:
                 d = dagger_arm(where / label(method, True), results[False], resume)
@@ -304,8 +309,9 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
         for baseline in baselines:  # unpaired arms on the same fixed test tasks
             overrides = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
                              data_root=data_root, **(QUICK if quick else {}), **method_overrides(baseline, quick))
-            # --quick's inner-loop budget does not apply: tlp has no inner loop (its config keeps 0 steps)
-            cfg = resolve({k: v for k, v in overrides.items() if k != "inner_steps"})
+            # --quick's inner-loop budget does not apply to a method without an inner loop (it keeps 0 steps)
+            adapts = registry.get(overrides["method"]).adapts
+            cfg = resolve({k: v for k, v in overrides.items() if adapts or k != "inner_steps"})
             task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
             res = run_arm(cfg, where / baseline, task_file, resume, overwrite, progress)
             acc = res["test_accuracy"]["runs"]
@@ -314,7 +320,7 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
             report.rows.append(Row(name, setting, baseline, t["mean"], t["ci95"], len(acc), None, None,
                                    finite(res.get("wall_time_s")), str(split_seed)))
     for method in methods:
-        for arm in ("cml", "dagger") if dagger else ("cml",):
+        for arm in (("cml", "dagger") if dagger else ("cml",)) if method in with_cml else ():
             nested = nested_stats({s: (accs[method][s], accs[f"{method}+{arm}"][s]) for s in seeds})
             pd = paper_delta(name, shots, method, arm)
             for s, st in nested["per_split"].items():
@@ -335,7 +341,8 @@ def _run_cell(report: Report, name, ways, shots, seeds, cell: Path, runs, quick,
         report.rows.append(Row(name, setting, lab, t["mean"], t["ci95"], len(seeds), None, None, None, "pooled"))
     for method in methods:
         if len(seeds) > 1:
-            for lab in [method, label(method, True)] + ([f"{method}+dagger"] if dagger else []):
+            arms = [label(method, True)] + ([f"{method}+dagger"] if dagger else []) if method in with_cml else []
+            for lab in [method] + arms:
                 t = t_interval([t_interval(accs[lab][s])["mean"] for s in seeds])
                 report.rows.append(Row(name, setting, lab, t["mean"], t["ci95"], len(seeds),
                                        paper.get(lab), None, None, "pooled"))
@@ -552,8 +559,9 @@ def _plot(rows: List[Row], path: Path, quick: bool = False) -> Path:
 def add_arguments(p) -> None:
     p.add_argument("--graphs", help="comma-separated Table 3 graphs (unavailable ones are reported as skipped; "
                                     "default citeseer,amazon_computers,corafull,cora)")
-    p.add_argument("--methods", help=f"comma-separated base learners, each run with and without CML "
-                                     f"(default {','.join(BASE_METHODS)})")
+    p.add_argument("--methods", help=f"comma-separated methods (registered names, or a plugin's import path "
+                                     f"my_pkg.my_module:MyLearner), each run with and without CML where CML "
+                                     f"applies (default {','.join(BASE_METHODS)})")
     p.add_argument("--shots", help="only these shot settings, e.g. 5 (default: every setting of the graph)")
     p.add_argument("--runs", type=int, help=f"paired runs per arm and split (default {DEFAULT_RUNS}; "
                                             f"{QUICK_RUNS} with --quick)")
@@ -568,7 +576,7 @@ def add_arguments(p) -> None:
                    help="add CML-dagger arms (the CML runs' saved models predicting with the co-learner; "
                         "default: off, on with --study)")
     p.add_argument("--study", action="store_true",
-                   help="issue 11's full study: citeseer,cora; gmeta,ammgnn,maml ± CML and CML-dagger; 20 runs; "
+                   help=f"issue 11's full study: {STUDY['graphs']}; {STUDY['methods']} ± CML and CML-dagger; 20 runs; "
                         "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override; default: off)")
     p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so per graph ({QUICK_RUNS} runs, few episodes; default: off)")
     add_output_arguments(p, "results/table3", "cells")
@@ -585,10 +593,10 @@ def add_output_arguments(p, out: str, what: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="print no progress on stderr (default: progress on)")
 
 
-def _csv(text: Optional[str], what: str) -> Optional[List[str]]:
+def _csv(text: Optional[str], what: str, lower: bool = True) -> Optional[List[str]]:
     if text is None:
         return None
-    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    items = [t.strip().lower() if lower else t.strip() for t in text.split(",") if t.strip()]
     require(items, f"--{what} is empty: name at least one")
     return items
 
@@ -596,7 +604,8 @@ def _csv(text: Optional[str], what: str) -> Optional[List[str]]:
 def run(args) -> int:
     study = STUDY if args.study else {}
     graphs = _csv(args.graphs or study.get("graphs") or "citeseer,amazon_computers,corafull,cora", "graphs")
-    methods = _csv(args.methods or study.get("methods") or ",".join(BASE_METHODS), "methods")
+    methods = [registry.normalise(m) for m in
+               _csv(args.methods or study.get("methods") or ",".join(BASE_METHODS), "methods", lower=False)]
     shots = None
     if args.shots:
         try:
