@@ -195,6 +195,20 @@ BUILTIN: Tuple[Method, ...] = (
            arms={"tlp-dgi": {"pretrain": "dgi"}, "tlp-grace": {"pretrain": "grace"},
                  "tlp-supervised": {"pretrain": "supervised"}},
            quick={"pretrain_epochs": 5}),
+    # The authors' train.py: Adam 0.001, hidden 1024, PageRank subgraphs of 20 nodes, SupCon at 0.07, at most
+    # 10,000 episodes; no inner loop, no dropout (gnn_cml/meta/cosmic.py lists where code and paper differ).
+    Method("cosmic", "subgraph contrastive meta-learning with mix-up, a logistic probe per test task",
+           "gnn_cml.meta.cosmic:COSMIC", paper="Wang et al., KDD 2023",
+           defaults={"hidden": 1024, "lr": 0.001, "weight_decay": 0.0, "episodes": 10000, "inner_steps": 0,
+                     "dropout": 0.0, "subgraph_size": 20, "temperature": 0.07, "mixup": "reference"},
+           options=(Option("subgraph_size", "--method cosmic: nodes per personalised-PageRank subgraph", "int",
+                           positive=True, default_text="20"),
+                    Option("temperature", "--method cosmic: temperature of the supervised contrastive loss",
+                           "float", positive=True, default_text="0.07"),
+                    Option("mixup", "--method cosmic: reference (the authors' code: mixed subgraphs of 5 nodes "
+                                    "from each of up to 5 training classes as extra classes) or none (the task's "
+                                    "subgraphs only)", choices=("reference", "none"), default_text="reference")),
+           why_not_fast="no inner loop to put in closed form (a contrastive loss on the encoder)"),
 )
 
 _BY_NAME: Dict[str, Method] = {m.name: m for m in BUILTIN}

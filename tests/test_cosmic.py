@@ -46,15 +46,15 @@ def _draws(learner, episode, seed):
 def test_cosmic_step_equals_the_authors_computation_on_citeseer(citeseer, shots, hidden):
     data, graph, ppr = citeseer
     learner, cfg = _learner(graph, shots, hidden=hidden)
-    assert (cfg.subgraph_size, cfg.temperature, cfg.mixup, cfg.lr, cfg.episodes) == (20, 0.07, "reference", 0.001,
-                                                                                     10000)
+    assert (cfg.option("subgraph_size"), cfg.option("temperature"), cfg.option("mixup"), cfg.lr, cfg.episodes,
+            cfg.hidden) == (20, 0.07, "reference", 0.001, 10000, hidden)
     sampler = _sampler(data, shots)
     learner.use_training_nodes(sampler.members)
     episode = sampler.sample()
     draws = _draws(learner, episode, seed=11)  # the same draws forward() makes after torch.manual_seed(11)
     groups = [list(draws.extra[draws.extra_labels == label]) for label in np.unique(draws.extra_labels)]
     out = ref.cosmic_step(ref.reference_params(learner), ppr, data.x.double(), episode.support.tolist(),
-                          episode.support_y.tolist(), groups, draws.lam, temperature=cfg.temperature)
+                          episode.support_y.tolist(), groups, draws.lam, temperature=cfg.option("temperature"))
     learner.zero_grad()
     torch.manual_seed(11)
     result = learner(episode, train=True)
@@ -158,12 +158,13 @@ def test_yaml_config_and_refusals(tmp_path, shared_data, capsys):
     config = tmp_path / "cosmic.yaml"
     config.write_text("method: cosmic\nmixup: none\ntemperature: 0.5\nhidden: 32\nsubgraph_size: 8\n")
     cfg = resolve({"graph": "citeseer"}, config)
-    assert (cfg.method, cfg.mixup, cfg.temperature, cfg.hidden, cfg.subgraph_size) == ("cosmic", "none", 0.5, 32, 8)
+    assert (cfg.method, cfg.option("mixup"), cfg.option("temperature"), cfg.hidden, cfg.option("subgraph_size")) == \
+        ("cosmic", "none", 0.5, 32, 8)
     out = tmp_path / "run"
     assert main(["train", "--config", str(config), "--graph", "citeseer", "--ways", "2", "--shots", "1",
                  "--out", str(out), "--root", str(shared_data)] + FAST) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["mixup"] == "none"
-    for flags, expected in ((["--method", "cosmic", "--cml"], "cosmic has none"),
+    for flags, expected in ((["--method", "cosmic", "--cml"], "has none: drop --cml"),
                             (["--method", "maml", "--mixup", "none"], "only apply to --method cosmic"),
                             (["--method", "cosmic", "--mixup", "paper"], "mixup must be one of reference, none"),
                             (["--method", "cosmic", "--temperature", "0"], "temperature must be")):

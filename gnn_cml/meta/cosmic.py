@@ -206,6 +206,13 @@ class COSMIC(MetaLearner):
 
     adapts = False
 
+    @classmethod
+    def from_config(cls, cfg, graph: PreparedGraph) -> "COSMIC":
+        """COSMIC on ``graph`` with the run's ``hidden``, ``init`` and its own options (``subgraph_size``,
+        ``temperature``, ``mixup``; declared in :mod:`gnn_cml.methods`)."""
+        return cls(graph, hidden=cfg.hidden, subgraph_size=cfg.option("subgraph_size"),
+                   temperature=cfg.option("temperature"), mixup=cfg.option("mixup"), init=cfg.init)
+
     def __init__(self, graph: PreparedGraph, hidden: int = 1024, subgraph_size: int = 20,
                  temperature: float = 0.07, mixup: str = "reference", mixup_classes: int = 5,
                  mixup_nodes: int = 5, concentration: float = 10.0, ppr_order: int = 10, ppr_alpha: float = 0.85,
