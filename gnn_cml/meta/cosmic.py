@@ -108,6 +108,7 @@ class PPRSubgraphs:
         step.data = 1.0 / np.repeat(col_sums, np.diff(step.indptr))
         self.step = self.alpha * step
         self.num_nodes = self.adj.shape[0]
+        self.features = graph.sparse_propagated(0)  # CSR when sparse enough (bag-of-words), else dense
         self._cache: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def ranked(self, v: int) -> np.ndarray:
@@ -317,8 +318,7 @@ class COSMIC(MetaLearner):
         index = np.full((len(nodes), self.subgraph_size), total, dtype=np.int64)
         for g, (a, n) in enumerate(zip(starts, sizes)):
             index[g, :n] = a + np.arange(n)
-        x = self.graph.x[np.concatenate(subs)]
-        return RowBlock.sparse_rows(sp.csr_matrix(x) if sp.issparse(x) else np.asarray(x)), index
+        return RowBlock.sparse_rows(self.subgraphs.features[np.concatenate(subs)]), index
 
     def _encode(self, h: torch.Tensor, adj: torch.Tensor, pool: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """GCN on the stacked subgraphs from their input products ``h`` (G, R, hidden): node rows

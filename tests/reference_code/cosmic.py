@@ -37,6 +37,7 @@ class ReferencePPR:
         self.P = normalize(self.adj, norm="l1", axis=0)
         self.d = np.array(self.adj.sum(1)).squeeze()
         self.maxsize, self.n_order, self.alpha, self.num_nodes = maxsize, n_order, alpha, num_nodes
+        self.built: Dict[tuple, tuple] = {}
         self.neighbours: Dict[int, set] = {i: set() for i in range(num_nodes)}
         for u, v in zip(ei[0], ei[1]):
             self.neighbours[int(u)].add(int(v))
@@ -59,9 +60,13 @@ class ReferencePPR:
         return neighbour
 
     def subgraph(self, seed: int, features: torch.Tensor):
-        """``Data(x, edge_index)`` of the node's subgraph (edges in both directions, set order)."""
+        """``Data(x, edge_index)`` of the node's subgraph (edges in both directions, set order); kept per
+        node, as ``Subgraph.build`` stores every node's subgraph before training."""
         from torch_geometric.data import Data
 
+        key = (int(seed), id(features))
+        if key in self.built:
+            return self.built[key]
         nodes = self.search(seed)[: self.maxsize]
         position = {int(v): i for i, v in enumerate(nodes)}
         members = set(position)
@@ -71,7 +76,8 @@ class ReferencePPR:
             linked = [position[u] for u in self.neighbours[int(v)] & members]
             src += [position[int(v)]] * len(linked)
             dst += linked
-        return Data(features[torch.from_numpy(nodes)], torch.LongTensor([src, dst])), nodes
+        self.built[key] = Data(features[torch.from_numpy(nodes)], torch.LongTensor([src, dst])), nodes
+        return self.built[key]
 
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07,
