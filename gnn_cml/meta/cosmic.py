@@ -46,7 +46,12 @@ reproduces the code; ``mixup='none'`` trains on the task's subgraphs only):
   only compares labels, so the two agree for N <= 5 and ours never collides for N > 5).
 - The code pads to a hard-coded 20 rows; we pad to ``subgraph_size``.
 - Our graphs drop duplicate edges and self-loops (the code's PageRank would count them).
+- PageRank ties (frequent) are broken as the code breaks them, by running the same per-node scipy
+  operations and numpy ``argsort``: a batched PageRank picks other tied nodes for about half of
+  CiteSeer's nodes. Subgraphs are computed once per node a run touches, cached per graph.
 - The probe is gnn-cml's L-BFGS solution of sklearn's objective (``meta.tlp.fit_probes``).
+- Validation: the code validates on 100 fresh tasks with 10 queries; we use the harness's validation
+  (``--val-tasks 100 --val-resample`` is the code's protocol).
 - Randomness: the code uses Python's ``random`` and torch's global generator; ours draws every
   mix-up choice from a NumPy generator seeded from torch's generator, which the trainer reseeds
   per task, so runs are reproducible and resume exactly.
