@@ -135,6 +135,7 @@ class Method:
 # "The reference code, exactly"): reference class split, reference initialisation, no activation on
 # the GCN output and a first-order inner loop are the RunConfig defaults.
 _NO_INNER = "no inner loop to put in closed form"
+_UNSET = "unset outside its method"
 _TLP_OPTIONS = (
     Option("pretrain", "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or supervised (GCN "
                        "classifier on the training classes). Pretraining sees the whole graph's structure and "
@@ -202,12 +203,12 @@ BUILTIN: Tuple[Method, ...] = (
            defaults={"hidden": 1024, "lr": 0.001, "weight_decay": 0.0, "episodes": 10000, "inner_steps": 0,
                      "dropout": 0.0, "subgraph_size": 20, "temperature": 0.07, "mixup": "reference"},
            options=(Option("subgraph_size", "--method cosmic: nodes per personalised-PageRank subgraph", "int",
-                           positive=True, default_text="20"),
+                           positive=True, default_text=_UNSET),
                     Option("temperature", "--method cosmic: temperature of the supervised contrastive loss",
-                           "float", positive=True, default_text="0.07"),
+                           "float", positive=True, default_text=_UNSET),
                     Option("mixup", "--method cosmic: reference (the authors' code: mixed subgraphs of 5 nodes "
                                     "from each of up to 5 training classes as extra classes) or none (the task's "
-                                    "subgraphs only)", choices=("reference", "none"), default_text="reference")),
+                                    "subgraphs only)", choices=("reference", "none"), default_text=_UNSET)),
            why_not_fast="no inner loop to put in closed form (a contrastive loss on the encoder)"),
 )
 
