@@ -22,7 +22,7 @@ What the authors' public code (``SongW-SW/COSMIC``: ``train.py``, ``utils_mp.py`
   training classes x 5 nodes ("extra" nodes) are drawn; mixed subgraph ``i`` takes the structure
   of extra node ``i``'s subgraph padded to 20 nodes, the features
   ``lam * pad(X_support_i) + (1 - lam) * pad(X_extra_i)`` with one ``lam ~ Beta(10 sim, 1)`` per
-  row, and label ``5 + (class of extra node i)``.
+  row, and label ``5 + j`` when extra node ``i`` is from the ``j``-th drawn class.
 - **Meta-test**: sklearn ``LogisticRegression`` (C = 1) on the support ``z``, predicting the queries.
 - **Defaults**: Adam lr 0.001, no weight decay, at most 10,000 episodes, validation every 10,
   patience 10, 100 test tasks, 10 queries per test class (our harness's defaults agree).
