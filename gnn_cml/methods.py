@@ -207,8 +207,10 @@ BUILTIN: Tuple[Method, ...] = (
                     Option("temperature", "--method cosmic: temperature of the supervised contrastive loss",
                            "float", positive=True, default_text=_UNSET),
                     Option("mixup", "--method cosmic: reference (the authors' code: mixed subgraphs of 5 nodes "
-                                    "from each of up to 5 training classes as extra classes) or none (the task's "
-                                    "subgraphs only)", choices=("reference", "none"), default_text=_UNSET)),
+                                    "from each of up to 5 training classes as extra classes), pairs (ours: each "
+                                    "mixed subgraph its own support/extra pair, weights from the pair's "
+                                    "similarity) or none (the task's subgraphs only)",
+                           choices=("reference", "pairs", "none"), default_text=_UNSET)),
            why_not_fast="no inner loop to put in closed form (a contrastive loss on the encoder)"),
 )
 

@@ -71,7 +71,7 @@ def test_cosmic_step_equals_the_authors_computation_on_citeseer(citeseer, shots,
     for v, nodes in out.nodes.items():
         assert np.array_equal(learner.subgraphs.get(v)[0], nodes), v
     used = min(len(episode.support), len(draws.extra))
-    ours_conc = 10 * learner.similarity(episode.support.numpy())[draws.source[:used]]
+    ours_conc = 10 * learner.similarity(episode.support.numpy()[draws.source[:used]])
     assert np.allclose(ours_conc, out.concentration[:used], atol=1e-5)
     # 2 training classes x 5 extra nodes; with 1 shot only 2 mixed subgraphs carry their own features
     assert len(draws.extra) == 10
@@ -113,6 +113,28 @@ def test_mixup_draws_come_from_the_training_classes_and_the_task_seed(citeseer):
     plain, _ = _learner(graph, 1, hidden=32, mixup="none")
     torch.manual_seed(5)
     assert abs(float(plain(episode, train=True).loss) - float(first.loss)) > 1e-3
+
+
+def test_pairs_mixup_gives_every_mixed_subgraph_its_own_pair(citeseer):
+    data, graph, _ = citeseer
+    learner, _ = _learner(graph, 1, hidden=32, mixup="pairs")
+    sampler = _sampler(data, 1)
+    learner.use_training_nodes(sampler.members)
+    episode = sampler.sample()
+    draws = _draws(learner, episode, 5)
+    assert list(draws.source) == [i % 2 for i in range(10)] and list(draws.partner) == list(range(10))
+    assert len({row.tobytes() for row in draws.lam}) == 10  # no repeated mixing weights
+    sim = learner.similarity(episode.support.numpy()[draws.source], draws.extra)
+    assert np.ptp(sim) > 1e-3 and ((sim > 0.25) & (sim < 0.5)).all()  # pair similarities, not sigmoid(-1)
+    reference, _ = _learner(graph, 1, hidden=32)
+    reference.use_training_nodes(sampler.members)
+    ref_draws = _draws(reference, episode, 5)
+    assert np.array_equal(ref_draws.extra, draws.extra)  # same extra nodes, other pairing and weights
+    views, labels, _ = learner.views(episode, draws)
+    ref_views, ref_labels, _ = reference.views(episode, ref_draws)
+    assert torch.equal(labels, ref_labels) and views.shape == ref_views.shape == (12, 2, 32)
+    assert not torch.allclose(views[2:], ref_views[2:])
+    assert len({tuple(v.tolist()) for v in views[2:, 0].round(decimals=6)}) == 10  # ten distinct mixed nodes
 
 
 def test_python_api_trains_and_probes(citeseer):
@@ -166,7 +188,7 @@ def test_yaml_config_and_refusals(tmp_path, shared_data, capsys):
     assert yaml.safe_load((out / "config.yaml").read_text())["mixup"] == "none"
     for flags, expected in ((["--method", "cosmic", "--cml"], "has none: drop --cml"),
                             (["--method", "maml", "--mixup", "none"], "only apply to --method cosmic"),
-                            (["--method", "cosmic", "--mixup", "paper"], "mixup must be one of reference, none"),
+                            (["--method", "cosmic", "--mixup", "paper"], "mixup must be one of reference, pairs, none"),
                             (["--method", "cosmic", "--temperature", "0"], "temperature must be")):
         capsys.readouterr()
         code = main(["train", "--graph", "citeseer", "--root", str(shared_data), "--out", str(tmp_path / "bad")]

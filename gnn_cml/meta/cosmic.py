@@ -28,7 +28,9 @@ What the authors' public code (``SongW-SW/COSMIC``: ``train.py``, ``utils_mp.py`
   patience 10, 100 test tasks, 10 queries per test class (our harness's defaults agree).
 
 Where the code differs from the paper (arXiv 2306.15154), and what we do (``mixup='reference'``
-reproduces the code; ``mixup='none'`` trains on the task's subgraphs only):
+reproduces the code; ``mixup='pairs'`` is our reading of the intent: mixed subgraph ``i`` mixes
+support node ``i mod N*K`` with extra node ``i``, ``lam ~ Beta(10 sigmoid(-cos(m_support, m_extra)), 1)``
+from the pair's feature means, no repeated features; ``mixup='none'`` trains on the task's subgraphs only):
 
 - The paper's similarity-sensitive mix-up draws ``lam`` from the similarity between a support
   subgraph and a subgraph of another class and mixes structure as well as features. In the code
@@ -78,7 +80,7 @@ from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.models.graph import PreparedGraph, RowBlock
 from gnn_cml.sampling.episodes import Episode
 
-MIXUPS = ("reference", "none")
+MIXUPS = ("reference", "pairs", "none")
 
 
 class PPRSubgraphs:
@@ -177,16 +179,21 @@ def supcon_loss(views: torch.Tensor, labels: torch.Tensor, temperature: float = 
 class MixupDraws:
     """The random choices of one training task's mix-up (see :meth:`COSMIC.draw_mixup`).
 
+    Mixed subgraph ``i`` has extra node ``i``'s structure and label and the features
+    ``lam[i] * pad(X_support[source[i]]) + (1 - lam[i]) * pad(X_extra[partner[i]])`` (row-wise).
+
     ``extra``: the extra nodes (M,), grouped by class; ``extra_labels``: their labels ``N + j``;
-    ``lam``: (M, subgraph_size) row weights of the support side (mixed subgraph ``i`` mixes support
-    node ``i`` with extra node ``i``); ``source``: whose mixed features each mixed subgraph carries,
-    ``min(i, N*K - 1)`` (past the support count the reference repeats the last mixed features).
+    ``lam``: (M, subgraph_size) row weights of the support side; ``source``, ``partner``: (M,)
+    positions in the support set and among the extra nodes. ``'reference'``: both ``min(i, N*K - 1)``
+    (past the support count the code repeats the last mixed features, ``lam`` included);
+    ``'pairs'``: ``i mod N*K`` and ``i``.
     """
 
     extra: np.ndarray
     extra_labels: np.ndarray
     lam: np.ndarray
     source: np.ndarray
+    partner: np.ndarray
 
 
 class COSMIC(MetaLearner):
@@ -197,7 +204,8 @@ class COSMIC(MetaLearner):
         hidden: embedding size (1024 in the authors' code).
         subgraph_size: nodes per PageRank subgraph (20).
         temperature: SupCon temperature (0.07; the base temperature is the same).
-        mixup: ``'reference'`` (the authors' code) or ``'none'``.
+        mixup: ``'reference'`` (the authors' code), ``'pairs'`` (ours: every mixed subgraph mixes its own
+            support/extra pair, ``lam`` from the pair's similarity) or ``'none'``.
         mixup_classes, mixup_nodes: extra training classes and nodes per class (5, 5).
         concentration: ``lam ~ Beta(concentration * sim, 1)`` (10).
         ppr_order, ppr_alpha: PageRank steps and follow probability (10, 0.85).
@@ -261,16 +269,20 @@ class COSMIC(MetaLearner):
         return self
 
     # --- random draws ---------------------------------------------------------------------------
-    def similarity(self, nodes: np.ndarray) -> np.ndarray:
-        """The reference's mix-up similarity of each node: ``sigmoid(-cos(m, m))`` of its subgraph's
-        feature mean ``m`` (with the reference's ``+1e-9`` in the norm)."""
-        out = np.empty(len(nodes))
+    def _unit_means(self, nodes) -> np.ndarray:
+        """Each node's subgraph feature mean, divided by its norm + 1e-9 (the code's ``l2_normalize``)."""
+        out = np.zeros((len(nodes), self.graph.num_features))
         for i, v in enumerate(nodes):
-            sub = self.graph.x[self.subgraphs.get(v)[0]]
-            m = np.asarray(sub.mean(0), dtype=np.float64).reshape(-1)
-            norm = np.sqrt((m * m).sum())
-            out[i] = 1.0 / (1.0 + np.exp((norm / (norm + 1e-9)) ** 2))
+            m = np.asarray(self.graph.x[self.subgraphs.get(v)[0]].mean(0), dtype=np.float64).reshape(-1)
+            out[i] = m / (np.sqrt((m * m).sum()) + 1e-9)
         return out
+
+    def similarity(self, nodes, others=None) -> np.ndarray:
+        """The mix-up similarity ``sigmoid(-cos)`` of subgraph feature means: of each node with itself
+        (the code's diagonal), or with the node at the same position of ``others``."""
+        a = self._unit_means(nodes)
+        b = a if others is None else self._unit_means(others)
+        return 1.0 / (1.0 + np.exp((a * b).sum(1)))
 
     def draw_mixup(self, episode: Episode, rng: np.random.Generator) -> Optional[MixupDraws]:
         """The extra nodes, their labels and the mixing weights of one training task."""
@@ -289,11 +301,15 @@ class COSMIC(MetaLearner):
             labels.append(np.full(len(picked), ways + j))
         extra, labels = np.concatenate(extra), np.concatenate(labels)
         support = episode.support.cpu().numpy()
-        last = len(support) - 1
-        source = np.minimum(np.arange(len(extra)), last)  # the reference's stale features past N*K
-        sim = self.similarity(support)[source]
+        order = np.arange(len(extra))
+        if self.mixup == "reference":
+            source = partner = np.minimum(order, len(support) - 1)  # the code's stale features past N*K
+            sim = self.similarity(support[source])
+        else:
+            source, partner = order % len(support), order
+            sim = self.similarity(support[source], extra)
         lam = rng.beta(self.concentration * sim[:, None], 1.0, size=(len(extra), self.subgraph_size))
-        return MixupDraws(extra, labels, lam, source)
+        return MixupDraws(extra, labels, lam[source] if self.mixup == "reference" else lam, source, partner)
 
     # --- the encoder ----------------------------------------------------------------------------
     def _blocks(self, nodes: np.ndarray, padded: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -365,10 +381,9 @@ class COSMIC(MetaLearner):
                 adjs.append(adj)
                 pools.append(pool)
         if m:
-            first = min(k, m)  # mixed subgraphs with their own features; the rest repeat the last of them
-            lam = torch.from_numpy(draws.lam[:first]).to(xw).unsqueeze(-1)
-            mixed = lam * rows[:first] + (1 - lam) * rows[k:k + first]
-            parts.append(mixed[torch.from_numpy(draws.source)])
+            lam = torch.from_numpy(draws.lam).to(xw).unsqueeze(-1)
+            parts.append(lam * rows[torch.from_numpy(draws.source)]
+                         + (1 - lam) * rows[k + torch.from_numpy(draws.partner)])
             labels = torch.cat([labels, torch.from_numpy(draws.extra_labels).to(labels.dtype)])
         parts.append(rows[k + m:])
         z, s = self._encode(torch.cat(parts), torch.cat(adjs), torch.cat(pools))
