@@ -1,6 +1,6 @@
 """Meta-training time per episode, paper protocol: gnn-cml's G-Meta / AMM-GNN against the reference.
 
-The reference side is ``gnn_cml.reference_code``, the transcription of the reference
+The reference side is ``tests/reference_code/gmeta_ammgnn.py``, the (test-only) transcription of the reference
 scripts' per-task computation that the equivalence tests check against our learners
 (G-Meta: a dense GCN on each node's 2-hop subgraph, mean-pooled, a Python loop over
 nodes, one ``torch.autograd.grad`` per inner step; AMM-GNN: a full-graph GCN on the
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test-only reference transcription
 from _common import default_threads, machine, setup, table  # noqa: E402
 
 TOL = 1e-4
@@ -56,7 +57,7 @@ def build(graph_name, method, shots, data, graph, dropout=None):
 
 def reference_step(method, cfg, learner, leaves, optimizer, adj, features, episode, node_sets):
     """One reference meta-training episode: the transcribed task + Adam on the reference leaves."""
-    from gnn_cml import reference_code as ref
+    from reference_code import gmeta_ammgnn as ref
 
     params, modulation = leaves
     optimizer.zero_grad()
@@ -79,7 +80,7 @@ def check_equal(graph_name, method, shots, data, graph, episode, adj, features):
     """Dropout off, one episode: the reference and our learner agree on loss and meta-gradients."""
     import torch
 
-    from gnn_cml import reference_code as ref
+    from reference_code import gmeta_ammgnn as ref
 
     cfg, learner = build(graph_name, method, shots, data, graph, dropout=0.0)
     torch.manual_seed(0)
@@ -107,8 +108,9 @@ def bench(graph_name, method, shots, args, cache):
     import numpy as np
     import torch
 
-    from gnn_cml import reference_code as ref
-    from gnn_cml.data import default_split, load_graph
+    from reference_code import gmeta_ammgnn as ref
+    from gnn_cml.data import load_graph
+    from gnn_cml.sampling import default_split
     from gnn_cml.engine.trainer import Trainer, TrainerConfig
     from gnn_cml.models import PreparedGraph
     from gnn_cml.sampling import EpisodeSampler

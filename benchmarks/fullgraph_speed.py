@@ -6,8 +6,8 @@ tasks drawn from all classes. Our side is ``build_learner`` (row-subset GCN); th
 reference, written here, runs the GCN on every node with a torch sparse ``Â`` at each
 inner step and takes ``torch.autograd.grad(create_graph=True)``. Both start from the
 same weights, run the same episodes, and must agree on the meta-loss and every
-meta-gradient entry to 1e-5. A second table times a meta-batch as one vmapped
-computation (``gnn_cml.meta.batched``) against a loop over its tasks.
+meta-gradient entry to 1e-5. (The vmapped meta-batch this script also timed was retired in
+issue 17: nothing in the package used it; batched runs are ``benchmarks/runs_speed.py``.)
 
     python benchmarks/fullgraph_speed.py            # Cora, CiteSeer, a CoraFull-sized graph (~1 min)
     python benchmarks/fullgraph_speed.py --quick    # Cora and CiteSeer, fewer episodes (~15 s)
@@ -154,46 +154,12 @@ def bench_graph(name, args):
     result = [name, data.num_nodes, data.x.shape[1], f"{rows:.0f}", f"{prep_s:.2f}",
               f"{ours_wall:.1f} / {ours_cpu:.1f}", f"{ours_mem.mib:.1f}", f"{ref_wall:.0f} / {ref_cpu:.0f}",
               f"{ref_mem.mib:.1f}", f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x", f"{worst:.1e}"]
-    return result, batched_line(name, model, sampler, args)
+    return result
 
 
 def medians(times):
     """Median wall and median CPU milliseconds of (wall, cpu) pairs."""
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
-
-
-def batched_line(name, model, sampler, args):
-    """A meta-batch as one vmapped computation against a loop over its tasks."""
-    from gnn_cml.meta.batched import batched_maml_loss
-
-    def looped(batch):
-        model.zero_grad(set_to_none=True)
-        total = 0.0
-        for episode in batch:
-            loss = model(episode, train=True).loss / len(batch)
-            loss.backward()
-            total = total + loss.detach()
-        return total, [p.grad for p in model.parameters()]
-
-    def batched(batch):
-        model.zero_grad(set_to_none=True)
-        loss = batched_maml_loss(model, batch)
-        loss.backward()
-        return loss.detach(), [p.grad for p in model.parameters()]
-
-    loop_ms, batch_ms, worst = [], [], 0.0
-    for i in range(args.batches + 1):  # the first batch warms up both paths
-        batch = [sampler.sample() for _ in range(args.meta_batch)]
-        (loop_loss, loop_grads), a = timed(looped, batch)
-        loop_grads = [g.clone() for g in loop_grads]
-        (batch_loss, batch_grads), b = timed(batched, batch)
-        worst = max(worst, agree(name, "batched and looped", loop_loss, batch_loss, loop_grads, batch_grads))
-        if i:
-            loop_ms.append([t / args.meta_batch for t in a])
-            batch_ms.append([t / args.meta_batch for t in b])
-    (a, a_cpu), (b, b_cpu) = medians(loop_ms), medians(batch_ms)
-    return [name, args.meta_batch, f"{a:.1f} / {a_cpu:.1f}", f"{b:.1f} / {b_cpu:.1f}",
-            f"{a / b:.2f}x / {a_cpu / b_cpu:.2f}x", f"{worst:.1e}"]
 
 
 def main(argv=None) -> int:
@@ -202,16 +168,14 @@ def main(argv=None) -> int:
                                          "default all three (--quick: cora,citeseer)")
     parser.add_argument("--episodes", type=int, default=20, help="timed episodes of our engine per graph")
     parser.add_argument("--reference-episodes", type=int, default=4, help="timed reference episodes per graph")
-    parser.add_argument("--meta-batch", type=int, default=8, help="tasks per batch in the batched-vs-looped line")
-    parser.add_argument("--batches", type=int, default=4, help="timed meta-batches per graph")
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="threads for both sides (sets OMP_NUM_THREADS; default $OMP_NUM_THREADS or 1)")
     parser.add_argument("--root", help="data root for Cora/CiteSeer (default $GNN_CML_DATA)")
     parser.add_argument("--seed", type=int, default=0, help="episode seed")
-    parser.add_argument("--quick", action="store_true", help="5 episodes, 1 reference episode, 2 batches")
+    parser.add_argument("--quick", action="store_true", help="5 episodes, 1 reference episode")
     args = parser.parse_args(argv)
     if args.quick:
-        args.episodes, args.reference_episodes, args.batches = 5, 1, 2
+        args.episodes, args.reference_episodes = 5, 1
     args.graphs = args.graphs or ("cora,citeseer" if args.quick else "cora,citeseer,corafull-size")
     args.reference_episodes = min(args.reference_episodes, args.episodes)
     setup(args.threads)
@@ -221,17 +185,12 @@ def main(argv=None) -> int:
     print(f"# 2-layer GCN MAML+CML, {STEPS} second-order inner steps, {WAYS}-way {SHOTS}-shot, "
           f"{QUERIES} queries/class; {args.episodes} timed episodes ours, {args.reference_episodes} reference; "
           f"medians; peak memory = RSS rise during one episode")
-    speed, batch = [], []
+    speed = []
     for name in args.graphs.split(","):
-        row, batch_row = bench_graph(name.strip(), args)
-        speed.append(row)
-        batch.append(batch_row)
+        speed.append(bench_graph(name.strip(), args))
         print(f"# {name}: done", file=sys.stderr, flush=True)
     print(table(["graph", "nodes", "features", "rows/ep", "prep s", "ours ms/ep wall / cpu", "ours peak MiB",
                  "reference ms/ep wall / cpu", "ref peak MiB", "speed-up wall / cpu", "max |diff|"], speed))
-    print()
-    print(table(["graph", "meta-batch", "looped ms/task wall / cpu", "batched ms/task wall / cpu",
-                 "speed-up wall / cpu", "max |diff|"], batch))
     return 0
 
 

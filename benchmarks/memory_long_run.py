@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
     from gnn_cml.config import resolve
     from gnn_cml.engine.trainer import Trainer, TrainerConfig
-    from gnn_cml.experiments.graph import GraphTask, derive_seed
+    from gnn_cml.experiments.graph import GraphTask
+    from gnn_cml.sampling import derive_seed
     from gnn_cml.meta.factory import build_learner
     from gnn_cml.sampling import TaskSet
 

@@ -34,10 +34,10 @@ def one_side(task, tests, runs, out: Path, batched: bool):
     out.mkdir(parents=True)
     start = time.perf_counter()
     if batched:
-        records = experiment._batched_runs(task, tests, list(range(runs)), out, resume=False, progress=False)
+        records = experiment.train_runs_batched(task, tests, list(range(runs)), out, resume=False, progress=False)
         records = [records[r] for r in range(runs)]
     else:
-        records = [experiment._one_run(task, tests, r, out / f"run_{r}", resume=False, progress=False)
+        records = [experiment.train_run(task, tests, r, out / f"run_{r}", resume=False, progress=False)
                    for r in range(runs)]
     return time.perf_counter() - start, [r["test_accuracy"] for r in records]
 

@@ -54,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command != "datasets" and not getattr(args, "no_progress", True) and os.environ.get("RANK", "0") == "0":
         # Importing torch and torch_geometric takes seconds: say so before the silence.
         print(f"gnn-cml {args.command}: starting (loading torch) ...", file=sys.stderr, flush=True)
-    if "OMP_NUM_THREADS" not in os.environ:
+    if "OMP_NUM_THREADS" not in os.environ and args.command != "datasets":  # datasets computes nothing
         # Episode-sized work is fastest on one thread; more threads slow it down on busy machines
         # (benchmarks/RESULTS.md). OMP_NUM_THREADS chooses otherwise.
         import torch

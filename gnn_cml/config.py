@@ -125,6 +125,14 @@ def _option(name: str) -> Optional[methods.Option]:
     return next(o for o in owner.options if o.name == name) if owner else None
 
 
+def method_label(cfg: RunConfig) -> str:
+    """The method as summaries and default run folders name it: its declared name, the value of its
+    ``label_option`` (e.g. a pretraining, so that variants never share a folder) and ``+cml``."""
+    method = methods.get(cfg.method)
+    variant = cfg.option(method.label_option) if method.label_option else None
+    return method.name + (f"-{variant}" if variant else "") + ("+cml" if cfg.cml else "")
+
+
 def describe_default(name: str) -> str:
     """The default of config key ``name`` as ``train --help`` shows it, with its per-method/graph values."""
     option = _option(name) if name not in _FIELDS else None
@@ -141,6 +149,8 @@ def describe_default(name: str) -> str:
         return "none" if value is None else value
 
     text = f"default: {default_text or show(default)}"
+    if default_text:  # the text already says every value (e.g. a method's own settings)
+        return text
     parts = []
     by_method: Dict[Any, List[str]] = {}
     for method in methods.BUILTIN:

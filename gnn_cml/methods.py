@@ -92,6 +92,8 @@ class Method:
         paper_table3: the CML paper's Table 3 numbers ``{(graph, shots): (base, +cml)}`` (%).
         arms: named variants for ``reproduce table3 --baselines`` (``{"tlp-dgi": {"pretrain": "dgi"}}``).
         quick: overrides under ``--quick`` (smoke runs), on top of the shared quick budget.
+        label_option: an own option whose value joins the method's name in labels and default run
+            folders (``tlp-dgi``), so that its variants never share a folder.
 
     Example::
 
@@ -114,6 +116,7 @@ class Method:
     paper_table3: Mapping[Tuple[str, int], Tuple[float, float]] = field(default_factory=dict)
     arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     quick: Mapping[str, Any] = field(default_factory=dict)
+    label_option: Optional[str] = None
 
     def __post_init__(self):
         if self.cml is None:
@@ -131,8 +134,7 @@ class Method:
         return self.learner
 
 
-# Shared by the MAML-style graph methods: the reference code behind the paper's Table 3 (PAPER.md,
-# "The reference code, exactly"): reference class split, reference initialisation, no activation on
+# Shared by the MAML-style graph methods: the reference code behind the paper's Table 3 (docs/protocol.md): reference class split, reference initialisation, no activation on
 # the GCN output and a first-order inner loop are the RunConfig defaults.
 _NO_INNER = "no inner loop to put in closed form"
 _UNSET = "unset outside its method"
@@ -140,20 +142,20 @@ _TLP_OPTIONS = (
     Option("pretrain", "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or supervised (GCN "
                        "classifier on the training classes). Pretraining sees the whole graph's structure and "
                        "features (transductive, as TLP) but never a label of a validation or test class",
-           choices=("dgi", "grace", "supervised"), default_text="dgi with tlp"),
+           choices=("dgi", "grace", "supervised"), default_text="dgi"),
     Option("pretrain_epochs", "--method tlp: pretraining epochs (dgi: the most, stops after 20 without a lower loss)",
            "int", positive=True, default_text="dgi 300, grace 200, supervised 200"),
     Option("pretrain_lr", "--method tlp: pretraining Adam learning rate", "float", positive=True,
            default_text="the pretraining method's"),
     Option("pretrain_hidden", "--method tlp: embedding size", "int", positive=True,
-           default_text="dgi 512, grace 128 on Cora / 256, supervised 16"),
+           default_text="dgi 512, grace 128 on Cora and 256 elsewhere, supervised 16"),
     Option("probe_c", "--method tlp: inverse L2 strength of the logistic probe", "float", positive=True,
            default_text="1"),
     Option("probe_solver", "--method tlp: torch (all tasks' probes at once by L-BFGS) or sklearn",
            choices=("torch", "sklearn"), default_text="torch"),
     Option("probe_scale", "--method tlp: embedding scaling before the probe: minmax (per dimension over all "
                           "nodes, as TLP) or none", choices=("minmax", "none"), default_text="minmax"),
-    Option("pretrained", "--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of this earlier tlp run "
+    Option("pretrained", "--method tlp: reuse the pretrained encoders (run_<r>/encoder.pt) of another tlp run "
                          "directory (same graph, seed and pretraining; supervised: and class split), e.g. the "
                          "1-shot run for a 5-shot one", "path", metavar="DIR", default_text="pretrain anew"),
 )
@@ -195,7 +197,7 @@ BUILTIN: Tuple[Method, ...] = (
            options=_TLP_OPTIONS, meta_trained=False, why_not_fast="no meta-training",
            arms={"tlp-dgi": {"pretrain": "dgi"}, "tlp-grace": {"pretrain": "grace"},
                  "tlp-supervised": {"pretrain": "supervised"}},
-           quick={"pretrain_epochs": 5}),
+           quick={"pretrain_epochs": 5}, label_option="pretrain"),
     # The authors' train.py: Adam 0.001, hidden 1024, PageRank subgraphs of 20 nodes, SupCon at 0.07, at most
     # 10,000 episodes; no inner loop, no dropout (gnn_cml/meta/cosmic.py lists where code and paper differ).
     Method("cosmic", "subgraph contrastive meta-learning with mix-up, a logistic probe per test task",

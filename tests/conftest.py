@@ -1,8 +1,10 @@
 """Shared fixtures: the real data folder, a per-session cache and a network blocker."""
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -27,14 +29,55 @@ def skip_or_fail(message: str) -> None:
     pytest.skip(message)
 
 
+def real_data_root() -> Path:
+    """``$GNN_CML_DATA``, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("GNN_CML_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_root_state(root: Path) -> dict:
+    """Every entry under ``root`` (not following symlinks): its mode, and a file's size and sha256."""
+    state = {}
+    for p in sorted([root, *root.rglob("*")]):
+        st = p.lstat()
+        entry = {"mode": stat.filemode(st.st_mode)}
+        if stat.S_ISREG(st.st_mode):
+            entry["size"] = st.st_size
+            entry["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+        state[str(p.relative_to(root))] = entry
+    return state
+
+
+def state_changes(before: dict, after: dict) -> list:
+    """What differs between two :func:`data_root_state` results, one line per entry."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            changes.append(f"{key}: {before.get(key, 'absent')} -> {after.get(key, 'absent')}")
+    return changes
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_root_untouched():
+    """A test run leaves every file under the real data root with the mode and content it had."""
+    root = real_data_root()
+    if not root.is_dir():
+        yield
+        return
+    before = data_root_state(root)
+    yield
+    changes = state_changes(before, data_root_state(root))
+    if changes:
+        pytest.fail(f"the test run modified the data root {root}: " + "; ".join(changes[:10]), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only real data (``../shared/data``, or ``$GNN_CML_DATA``).
 
     When absent: skipped on a developer's machine, a failure when ``GNN_CML_REQUIRE_DATA=1`` (CI).
     """
-    env = os.environ.get("GNN_CML_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    path = real_data_root()
     if not path.is_dir():
         skip_or_fail(f"real data not found at {path}: set GNN_CML_DATA to the shared data folder")
     return path

@@ -11,7 +11,7 @@ from gnn_cml.config import resolve
 from gnn_cml.engine.batched import evaluate_batched, fit_batched
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
 from gnn_cml.experiments.graph import GraphTask
-from gnn_cml.meta import batched_runs
+from gnn_cml.meta import fast
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.sampling import TaskSet
 
@@ -41,7 +41,7 @@ def test_batched_runs_equal_runs_alone_float64(citeseer, method, cml, shots):
     """Every logged loss (one per episode) over 50 episodes, every validation score and the final
     weights of 3 runs trained together equal the same runs trained one by one (float64, no early stop)."""
     cfg, task = citeseer(method=method, cml=cml, ways=2, shots=shots)
-    assert batched_runs.unsupported(build_learner(cfg, task.graph)) is None
+    assert fast.why_not_batched(build_learner(cfg, task.graph)) is None
     alone = _trainers(cfg, task, 3, torch.float64, episodes=50, val_every=1, patience=10 ** 6)
     for t in alone:
         t.fit()
@@ -150,7 +150,7 @@ def test_unsupported_learners_train_one_after_another(tmp_path, shared_data, cap
     rec = json.loads((tmp_path / "so" / "results.json").read_text())
     assert all("batched_runs" not in r for r in rec["runs"])
     cfg = resolve(dict(graph="citeseer", method="metagnn", data_root=str(shared_data)))
-    assert "subgraph-GCN" in batched_runs.unsupported(build_learner(cfg, GraphTask.build(cfg).graph))
+    assert "subgraph-GCN" in fast.why_not_batched(build_learner(cfg, GraphTask.build(cfg).graph))
 
 
 def test_device_without_a_gpu_is_a_one_line_error(tmp_path, shared_data, capsys):

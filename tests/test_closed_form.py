@@ -74,7 +74,7 @@ def test_closed_form_is_not_used_where_it_would_differ(graphs):
         params = dict(learner.named_parameters())
         adapted, _ = learner.split_params(params)
         cond, _ = learner.condition(episode, params, True)
-        usable = closed_form.supported(learner, adapted, support, cond, False)
+        usable = closed_form.applies(learner, adapted, support, cond, False)
         if "first_order" in extra:
             assert usable  # supported, but MAML.adapt only takes it without create_graph
         else:
@@ -92,7 +92,7 @@ def test_numpy_and_torch_step_loops_agree():
     wh, bh = torch.randn(ways, hidden, generator=g, dtype=torch.float64), torch.randn(ways, dtype=torch.float64)
     masks = torch.empty(7, rows, hidden, dtype=torch.float64).bernoulli_(0.5, generator=g) * 2
     outs = [loop(z, gram, prop, targets, w2, b2, wh, bh, masks, 7, 0.1)
-            for loop in (closed_form._numpy_steps, closed_form._torch_steps)]
+            for loop in (closed_form.numpy_steps, closed_form.torch_steps)]
     for a, b in zip(*outs):
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
     assert not torch.equal(outs[0][1], w2)  # the loop did update the weights

@@ -16,8 +16,9 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.utils import is_undirected
 
-from gnn_cml.data import default_split, graph_info, load_graph
-from gnn_cml.data import gpn, ogb_datasets, pyg_datasets
+from gnn_cml.data import graph_info, load_graph
+from gnn_cml.sampling import default_split
+from gnn_cml.data import gpn, ogb_datasets
 from gnn_cml.data.user_graph import load_npz_graph
 from gnn_cml.errors import GnnCmlError
 
@@ -29,9 +30,15 @@ def snapshot(root: Path):
             for p in [root, *root.rglob("*")]}
 
 
-def make_read_only(root: Path) -> None:
+def make_read_only(root: Path, inside: Path) -> None:
+    """Drop write permission on ``root`` and everything in it. ``root`` must lie in the test's
+    temporary folder ``inside``, and a symlink is refused rather than followed: its target may be
+    the user's own data (the real data root is never chmod-ed)."""
+    root = Path(root)
+    assert root.resolve().is_relative_to(Path(inside).resolve()), f"{root} is outside {inside}"
     for p in [root, *root.rglob("*")]:
-        p.chmod(p.stat().st_mode & ~0o222)
+        assert not p.is_symlink(), f"{p} is a symlink: copy the file into the temporary folder instead"
+        p.chmod(p.lstat().st_mode & ~0o222)
 
 
 def to_scipy(x: torch.Tensor) -> sp.csr_matrix:
@@ -71,12 +78,14 @@ def clothing_train_mat(gpn_real, tmp_path_factory) -> Path:
 
 
 def gpn_root(tmp_path: Path, real: Path, train: Path = None) -> Path:
+    """A data root in ``tmp_path`` holding copies (never links) of the real GPN files, so tests may
+    chmod, truncate or replace them without touching the real data root."""
     folder = tmp_path / "root" / "gpn"
     folder.mkdir(parents=True)
     for name in CLOTHING:
-        (folder / name).symlink_to(real / name)
+        shutil.copy2(real / name, folder / name)
     if train is not None:
-        (folder / train.name).symlink_to(train)
+        shutil.copy2(train, folder / train.name)
     return tmp_path / "root"
 
 
@@ -145,7 +154,7 @@ def test_gpn_download_goes_to_cache_for_read_only_root(gpn_real, clothing_train_
     cache = tmp_path / "cache"
     monkeypatch.setenv("GNN_CML_CACHE", str(cache))
     root = gpn_root(tmp_path, gpn_real)
-    make_read_only(root)
+    make_read_only(root, tmp_path)
     before = snapshot(root)
     urls = []
 
@@ -187,7 +196,7 @@ def test_gpn_truncated_files(gpn_real, clothing_train_mat, tmp_path):
     train_mat.unlink()
     train_mat.write_bytes(clothing_train_mat.read_bytes()[:5000])
     test_mat.unlink()
-    test_mat.symlink_to(gpn_real / "Amazon_clothing_test.mat")
+    shutil.copy2(gpn_real / "Amazon_clothing_test.mat", test_mat)
     with pytest.raises(GnnCmlError, match="truncated or corrupt") as err:
         load_graph("amazon_clothing", root=root)
     assert str(train_mat) in str(err.value) and "delete it" in str(err.value)
@@ -236,14 +245,16 @@ def test_pyg_npz_layouts_load_offline(name, raw, tmp_path, no_network):
 
 
 def test_pyg_wide_features_stay_sparse(tmp_path, monkeypatch):
-    monkeypatch.setattr(pyg_datasets, "DENSE_LIMIT_BYTES", 100)
+    from gnn_cml.data import source
+
+    monkeypatch.setattr(source, "DENSE_LIMIT_BYTES", 100)
     _, attr, _ = write_gnn_benchmark_npz(tmp_path / "citationfull/cora/raw/cora.npz")
     data = load_graph("corafull", root=tmp_path)
     assert data.x.layout == torch.sparse_csr
     assert (to_scipy(data.x) != (attr > 0).astype(np.float32)).nnz == 0
     # CoraFull's real size would be 690 MB dense: it must take the sparse path.
     info = graph_info("corafull")
-    assert info.nodes * info.features * 4 > pyg_datasets.DENSE_LIMIT_BYTES * 6
+    assert info.nodes * info.features * 4 > 100 * 2 ** 20 * 6  # the dense limit (source.DENSE_LIMIT_BYTES)
 
 
 def test_pyg_read_only_root_and_stale_cache(tmp_path, monkeypatch):
@@ -253,7 +264,7 @@ def test_pyg_read_only_root_and_stale_cache(tmp_path, monkeypatch):
     for seed, n in ((0, 12), (1, 15)):
         root = tmp_path / f"root{seed}"
         write_gnn_benchmark_npz(root / "coauthor/CS/raw/ms_academic_cs.npz", num_nodes=n, seed=seed)
-        make_read_only(root)
+        make_read_only(root, tmp_path)
         roots.append((root, snapshot(root), n))
     for root, before, n in roots:  # one cache, two data roots: the second must not reuse the first
         data = load_graph("coauthor_cs", root=root)
@@ -312,7 +323,7 @@ def test_ogb_layout_loads_offline_without_prompting(tmp_path, monkeypatch, no_ne
     monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("OGB prompted for input"))
     edges, feats, labels = write_ogb_arxiv(tmp_path / "root")
     root = tmp_path / "root"
-    make_read_only(root)
+    make_read_only(root, tmp_path)
     before = snapshot(root)
     assert graph_info("arxiv").available(root)
     data = load_graph("ogbn-arxiv", root=root)
@@ -373,6 +384,19 @@ def test_user_graph_dense_and_split(tmp_path):
 
 
 def test_user_graph_csr_parts(tmp_path):
+    arrays = user_arrays()
+    x = sp.csr_matrix(arrays.pop("x"))
+    data = load_npz_graph(save(tmp_path, **arrays, x_data=x.data, x_indices=x.indices,
+                               x_indptr=x.indptr, x_shape=np.array(x.shape)))
+    # One rule for every graph: x is dense when it fits (as Cora, CiteSeer), whatever the file holds.
+    assert data.x.layout == torch.strided and data.x.dtype == torch.float32
+    assert np.array_equal(data.x.numpy(), x.toarray())
+
+
+def test_user_graph_csr_beyond_the_dense_limit_stays_sparse(tmp_path, monkeypatch):
+    from gnn_cml.data import source
+
+    monkeypatch.setattr(source, "DENSE_LIMIT_BYTES", 10)
     arrays = user_arrays()
     x = sp.csr_matrix(arrays.pop("x"))
     data = load_npz_graph(save(tmp_path, **arrays, x_data=x.data, x_indices=x.indices,
@@ -460,3 +484,55 @@ def test_user_graph_round_trip(tmp_path, n, data):
     simple = {(a, b) for a, b in pairs if a != b}
     assert set(zip(*graph.edge_index.tolist())) == simple | {(b, a) for a, b in simple}
     assert graph.edge_index.shape[1] == len(simple | {(b, a) for a, b in simple})
+
+
+# --------------------------------------------------------------------------- the data root stays as it was
+
+def test_make_read_only_refuses_symlinks_and_paths_outside(tmp_path):
+    outside = tmp_path / "user_data" / "graph.bin"
+    outside.parent.mkdir()
+    outside.write_bytes(b"mine")
+    outside.chmod(0o644)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "graph.bin").symlink_to(outside)
+    with pytest.raises(AssertionError, match="symlink"):
+        make_read_only(root, tmp_path)
+    with pytest.raises(AssertionError, match="outside"):
+        make_read_only(outside.parent, root)
+    assert outside.stat().st_mode & 0o777 == 0o644 and outside.read_bytes() == b"mine"
+
+
+def test_data_root_state_sees_mode_and_content_changes(tmp_path):
+    from conftest import data_root_state, state_changes
+
+    (tmp_path / "a").write_bytes(b"1")
+    (tmp_path / "a").chmod(0o644)
+    before = data_root_state(tmp_path)
+    (tmp_path / "a").chmod(0o444)
+    assert state_changes(before, data_root_state(tmp_path)) == [
+        "a: " + str(before["a"]) + " -> " + str(dict(before["a"], mode="-r--r--r--"))]
+    (tmp_path / "a").chmod(0o644)
+    (tmp_path / "a").write_bytes(b"2")
+    assert any("sha256" in c for c in state_changes(before, data_root_state(tmp_path)))
+
+
+def test_gpn_tests_leave_a_writable_data_root_as_it_was(gpn_real, tmp_path):
+    """The GPN tests that chmod their data root, run against a writable copy of the real GPN files:
+    every file keeps its mode and content (they once chmod-ed the real files through symlinks)."""
+    import subprocess
+    import sys
+
+    from conftest import data_root_state, state_changes
+
+    root = tmp_path / "data"
+    shutil.copytree(gpn_real, root / "gpn")
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    before = data_root_state(root)
+    env = dict(os.environ, GNN_CML_DATA=str(root), GNN_CML_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "read_only and gpn", f"--basetemp={tmp_path / 'inner'}"],
+                          env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert state_changes(before, data_root_state(root)) == []

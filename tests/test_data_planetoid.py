@@ -13,7 +13,8 @@ from conftest import skip_or_fail
 import torch
 from torch_geometric.utils import is_undirected
 
-from gnn_cml.data import default_split, graph_info, load_graph, planetoid
+from gnn_cml.data import graph_info, load_graph, planetoid
+from gnn_cml.sampling import default_split
 from gnn_cml.errors import GnnCmlError
 
 EXPECTED = {"cora": (2708, 10556, 1433, 7), "citeseer": (3327, 9104, 3703, 6)}

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from gnn_cml.errors import GnnCmlError
-from gnn_cml.report.paired import link_pair, nested_stats, pair_runs, paired_stats
+from gnn_cml.experiments.paired import link_pair, nested_stats, pair_runs, paired_stats
 
 BASE = [60.1, 62.3, 58.7, 61.0, 63.4, 59.9, 57.2]
 CML = [61.0, 62.9, 60.2, 60.8, 64.9, 61.3, 58.0]

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from gnn_cml.config import RunConfig
 from gnn_cml.meta import MAML
-from gnn_cml.meta.batched import batched_maml_loss
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.models import GAT, GCN, SAGE, SGC, PreparedGraph, RowBlock, SubgraphGCN
 from gnn_cml.sampling import EpisodeSampler
@@ -176,29 +175,3 @@ def test_sparse_row_blocks_equal_dense(graph):
     w, g = torch.randn(m.shape[1], 16), torch.randn(m.shape[0], 16)
     assert_close([sparse.matmul(w), sparse.tmatmul(g), sparse.gram()],
                  [dense.matmul(w), dense.tmatmul(g), dense.gram()])
-
-
-# --- batched meta-batch == looped ----------------------------------------------------------------
-
-@pytest.mark.parametrize("backbone,cml,first_order", [("gcn", True, False), ("gcn", False, False),
-                                                      ("gcn", True, True), ("sgc", True, False),
-                                                      ("subgraph_gcn", True, False)])
-def test_batched_equals_looped(graph, cora, backbone, cml, first_order):
-    model = cml_learner(graph, backbone, steps=3, first_order=first_order)
-    if not cml:
-        model = model.learner
-    batch = episodes(cora, 3, seed=1)
-    looped = meta_grads(model, batch)
-    model.zero_grad(set_to_none=True)
-    loss = batched_maml_loss(model, batch)
-    loss.backward()
-    assert_close([loss.detach()], [looped[0]])
-    assert_close([p.grad for p in model.parameters()], looped[1])
-
-
-def test_batched_refuses_what_it_cannot_pad(graph, cora):
-    from gnn_cml.errors import GnnCmlError
-
-    model = cml_learner(graph, "sage", steps=1)
-    with pytest.raises(GnnCmlError, match="row-block encoder"):
-        batched_maml_loss(model, episodes(cora, 2))

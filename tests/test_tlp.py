@@ -18,7 +18,7 @@ import torch
 from gnn_cml.cli import main
 from gnn_cml.config import resolve
 from gnn_cml.engine.checkpoint import load_checkpoint
-from gnn_cml.experiment import GraphTask
+from gnn_cml.experiments.graph import GraphTask
 from gnn_cml.meta import tlp as tlp_module
 from gnn_cml.meta.factory import build_learner
 from gnn_cml.meta.tlp import fit_probes, probe_logits, training_labels
@@ -166,7 +166,7 @@ def test_resume_after_pretraining_equals_uninterrupted(shared_data, tmp_path, mo
         torch.load(out / f"run_{run}" / "encoder.pt", weights_only=True)
 
     # `gnn-cml evaluate` re-scores the saved encoders on the same fixed tasks
-    from gnn_cml.experiment import evaluate_run
+    from gnn_cml.experiments.graph import evaluate_run
 
     again = evaluate_run(out)
     assert np.allclose(again["test_accuracy"]["runs"], a["test_accuracy"]["runs"])
@@ -225,11 +225,12 @@ def test_bad_input_is_one_line(shared_data, tmp_path, capsys, extra, expected):
 
 
 def test_table3_has_tlp_columns_on_the_cells_tasks(shared_data, tmp_path, monkeypatch):
+    from gnn_cml.experiments import grid
     from gnn_cml.report import table3
 
     monkeypatch.setitem(table3.SETTINGS, "cora", [(2, 1)])
-    declared = table3.method_overrides
-    monkeypatch.setattr(table3, "method_overrides",
+    declared = grid.method_overrides
+    monkeypatch.setattr(grid, "method_overrides",
                         lambda arm, quick=False: {**declared(arm, quick), "pretrain_epochs": 2, "pretrain_hidden": 32})
     report = table3.run_table3(["cora"], tmp_path, runs=1, quick=True, data_root=str(shared_data), progress=False,
                                methods=[], baselines=["tlp-dgi", "tlp-supervised"])

@@ -189,15 +189,20 @@ def test_pipe_output_is_line_by_line(tmp_path, shared_data, batched):
     assert lines[0].startswith("gnn-cml train: starting")
     assert any(line.startswith("loading graph cora") for line in lines)
     if batched:
-        assert any(line.startswith("training runs 1-2 of 2 as one batched computation") for line in lines), err
-        assert any(line.startswith("runs 1-2/2 · 2 runs batched · episode") and "run-episodes/s" in line
+        assert any(line.startswith("training runs 1-2 of 2 (run_0-run_1) as one batched computation")
                    for line in lines), err
-        assert any(line.startswith("runs 1-2/2 · testing on 6 tasks") for line in lines), err
-    for k in (1, 2):
+        assert any(line.startswith("runs 1-2/2 (run_0-run_1) · 2 runs batched · episode") and "run-episodes/s" in line
+                   for line in lines), err
+        assert any(line.startswith("runs 1-2/2 (run_0-run_1) · testing on 6 tasks") for line in lines), err
+        assert any(line.startswith("runs 1-2/2 (run_0-run_1) · the batch took") and "its 1/2 share" in line
+                   for line in lines), err
+    for k in (1, 2):  # the console's run k is the folder run_<k-1>
+        assert (out / f"run_{k - 1}" / "result.json").is_file()
         if not batched:
-            assert any(line.startswith(f"run {k}/2 · episode") for line in lines), err
-            assert any(line.startswith(f"run {k}/2 · testing on 3 tasks") for line in lines), err
-        assert any(line.startswith(f"run {k}/2 · test accuracy") and "%" in line for line in lines), err
+            assert any(line.startswith(f"run {k}/2 (run_{k - 1}) · episode") for line in lines), err
+            assert any(line.startswith(f"run {k}/2 (run_{k - 1}) · testing on 3 tasks") for line in lines), err
+        assert any(line.startswith(f"run {k}/2 (run_{k - 1}) · test accuracy") and "%" in line
+                   and ("its 1/2 share" in line) == batched for line in lines), err
     assert any("mean ± 95% CI over 2 runs" in line and "unreliable" in line for line in lines)
     stdout = done.stdout.strip().splitlines()
     assert len(stdout) == 1 and strict_loads(stdout[0])["runs"] == 2

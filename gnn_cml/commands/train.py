@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from gnn_cml import methods
-from gnn_cml.config import RunConfig, cli_flag, describe_default, resolve
+from gnn_cml.config import RunConfig, cli_flag, describe_default, method_label, resolve
 
 _OPTION_TYPES = {"int": int, "float": float, "str": str, "path": str}
 
@@ -107,7 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="fixed test tasks to evaluate on, e.g. another run's test_tasks.npz (default: drawn "
                          "from --seed)")
     io.add_argument("--out", type=Path, metavar="DIR",
-                    help="run directory (default: runs/<graph>-<method>[-cml]-<N>w<K>s)")
+                    help=f"run directory (default: runs/<graph>-<method>[-<pretrain>][-cml]-<N>w<K>s, e.g. "
+                         f"runs/cora-{_EXAMPLE}-cml-2w1s, runs/cora-{next(iter(methods.table3_arms()))}-2w1s)")
     io.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (default: off)")
     io.add_argument("--overwrite", action="store_true", help="replace an existing run in --out (default: off)")
     io.add_argument("--no-progress", action="store_true",
@@ -121,8 +122,7 @@ def run(args) -> int:
 
     overrides = {key: getattr(args, key) for key in _config_keys()}
     cfg = resolve(overrides, args.config)
-    name = methods.get(cfg.method).name
-    out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{name}{'-cml' if cfg.cml else ''}-{cfg.ways}w{cfg.shots}s"
+    out = args.out or Path("runs") / f"{Path(cfg.graph).stem}-{method_label(cfg).replace('+', '-')}-{cfg.ways}w{cfg.shots}s"
     if dist.init_from_env():  # first loads fill the data cache: rank 0, then one process per other machine
         from gnn_cml.data import load_graph
 
@@ -136,7 +136,7 @@ def run(args) -> int:
     if dist.is_main():
         acc = result["test_accuracy"]
         line = {"out": str(out), "test_accuracy": _round(acc["mean"]), "ci95": _round(acc["ci95"]),
-                "runs": len(acc["runs"]), "episodes_per_s": result["episodes_per_s"],
+                "runs": len(acc["runs"]), "episodes_per_s": _round(result["episodes_per_s"]),
                 "wall_time_s": round(result["wall_time_s"], 1)}
         if acc.get("ci95_note"):
             line["ci95_note"] = acc["ci95_note"]

@@ -9,19 +9,19 @@ Layout here: ``<root>/gpn/{prefix}_network`` etc.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import numpy as np
 import scipy.io
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, verify_file
-from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor
+from gnn_cml.data.source import READ_ERRORS, GraphSource, csr_parts, features_tensor
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
 
 PREFIXES = {"amazon_clothing": "Amazon_clothing", "amazon_electronics": "Amazon_eletronics",
             "dblp": "dblp"}
@@ -35,20 +35,18 @@ KNOWN: Dict[str, Tuple[int, str]] = {
     "Amazon_eletronics_network":
         (999514, "4aa2042f22bf88204552d770b9b8e4d65c6e19b188d44d216525a466ab23f4e1"),
 }
-_CACHE_VERSION = 1
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 def raw_files(name: str):
     prefix = PREFIXES[name]
     return [f"{prefix}_network", f"{prefix}_train.mat", f"{prefix}_test.mat"]
-
-
-def files(root: Path, name: str):
-    return [root / "gpn" / f for f in raw_files(name)]
-
-
-def available(root: Path, name: str) -> bool:
-    return all(p.exists() for p in files(root, name))
 
 
 def _corrupt(path: Path, exc: Exception) -> GnnCmlError:
@@ -84,48 +82,6 @@ def read_mat(path: Path) -> Tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
     if np.any(label != np.round(label)) or np.any(index != np.round(index)):
         raise _corrupt(path, ValueError("Index and Label must hold integers"))
     return index.astype(np.int64), label.astype(np.int64), attr
-
-
-def _locate(root: Path, cache: Path, name: str) -> Dict[str, Path]:
-    """Path of each raw file: in the data root, else in the cache, else downloaded (all or none)."""
-    folders = (root / "gpn", cache / "gpn")
-    found = {fname: next((f / fname for f in folders if (f / fname).exists()), None) for fname in raw_files(name)}
-    missing = [fname for fname, path in found.items() if path is None]
-    if missing:
-        target = folders[0] if is_writable(root) else folders[1]
-        try:
-            with rollback_on_failure(target):
-                for fname in missing:
-                    found[fname] = _download(fname, target)
-        except OSError as exc:
-            raise missing_files_error(name, folders[0], missing, len(found), URL.format("<file>"), exc) from None
-    return found
-
-
-def _download(fname: str, folder: Path) -> Path:
-    """Fetch ``fname`` into ``folder``, checking it before it takes its final name."""
-    url, part = URL.format(fname), folder / f"{fname}.part"
-    folder.mkdir(parents=True, exist_ok=True)
-    part.unlink(missing_ok=True)
-    try:
-        download_url(url, str(folder), filename=part.name)
-        if fname in KNOWN:
-            verify_file(part, KNOWN[fname][1], KNOWN[fname][0])
-    except OSError:
-        part.unlink(missing_ok=True)
-        raise
-    except GnnCmlError:
-        part.unlink()
-        raise GnnCmlError(f"the download of {url} fails its size/sha256 check: run again, or "
-                          f"fetch the file by hand into {folder}") from None
-    part.replace(folder / fname)
-    return folder / fname
-
-
-def _fingerprint(paths) -> np.ndarray:
-    stats = [os.stat(p) for p in paths]
-    return np.array([_CACHE_VERSION] + [v for s in stats for v in (s.st_size, s.st_mtime_ns)],
-                    dtype=np.int64)
 
 
 def parse(network: Path, train_mat: Path, test_mat: Path) -> Dict[str, np.ndarray]:
@@ -166,28 +122,67 @@ def parse(network: Path, train_mat: Path, test_mat: Path) -> Dict[str, np.ndarra
             "test_classes": np.searchsorted(classes, np.unique(test[1]))}
 
 
-def load(root: Path, cache: Path, name: str) -> Data:
-    paths = _locate(root, cache, name)
-    fingerprint = _fingerprint(paths.values())
-    processed = cache / "gpn" / "processed" / f"{PREFIXES[name]}.npz"
-    arrays = None
-    if processed.exists():
+class GpnFiles(GraphSource):
+    """The three upstream files of each graph in ``<root>/gpn`` (or, downloaded, ``<cache>/gpn``)."""
+
+    folder = "gpn"
+    url = URL.format("<file>")
+
+    def raw_files(self, name: str) -> List[str]:
+        return raw_files(name)
+
+    def raw_dir(self, root: Path, name: str) -> Path:
+        return root / self.folder
+
+    def processed_path(self, cache: Path, name: str) -> Path:
+        return cache / self.folder / "processed" / f"{PREFIXES[name]}.npz"
+
+    def locate(self, root: Path, cache: Path, name: str) -> List[Path]:
+        """Each raw file in the data root, else in the cache, else downloaded (all or none)."""
+        folders = (root / self.folder, cache / self.folder)
+        found = {f: next((d / f for d in folders if (d / f).exists()), None) for f in raw_files(name)}
+        missing = [f for f, path in found.items() if path is None]
+        if missing:
+            target = folders[0] if is_writable(root) else folders[1]
+            try:
+                with rollback_on_failure(target):
+                    for fname in missing:
+                        self.download(target, name, fname)
+                        found[fname] = target / fname
+            except OSError as exc:
+                raise missing_files_error(name, folders[0], missing, len(found), self.url, exc) from None
+        return list(found.values())
+
+    def download(self, raw: Path, name: str, fname: str) -> None:
+        """Fetch ``fname`` into ``raw``, checking it before it takes its final name."""
+        url, part = URL.format(fname), raw / f"{fname}.part"
+        raw.mkdir(parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)
         try:
-            with np.load(processed, allow_pickle=False) as f:
-                if np.array_equal(f["fingerprint"], fingerprint):
-                    arrays = {k: f[k] for k in f.files}
-        except READ_ERRORS:
-            arrays = None  # a damaged cache is rebuilt from the raw files
-    if arrays is None:
-        arrays = parse(*paths.values())
-        processed.parent.mkdir(parents=True, exist_ok=True)
-        tmp = processed.with_name(processed.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fingerprint=fingerprint, **arrays)
-        tmp.replace(processed)
-    x = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
-                      shape=tuple(arrays["x_shape"]))
-    return Data(x=csr_tensor(x), edge_index=torch.from_numpy(arrays["edge_index"]),
-                y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x_shape"][0]),
-                train_classes=torch.from_numpy(arrays["train_classes"]),
-                test_classes=torch.from_numpy(arrays["test_classes"]))
+            download_url(url, str(raw), filename=part.name)
+            if fname in KNOWN:
+                verify_file(part, KNOWN[fname][1], KNOWN[fname][0])
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
+        except GnnCmlError:
+            part.unlink()
+            raise GnnCmlError(f"the download of {url} fails its size/sha256 check: run again, or "
+                              f"fetch the file by hand into {raw}") from None
+        part.replace(raw / fname)
+
+    def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
+        return parse(*paths)
+
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        import torch
+        from torch_geometric.data import Data
+
+        return Data(x=features_tensor(csr_parts(arrays)), edge_index=torch.from_numpy(arrays["edge_index"]),
+                    y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x_shape"][0]),
+                    train_classes=torch.from_numpy(arrays["train_classes"]),
+                    test_classes=torch.from_numpy(arrays["test_classes"]))
+
+
+SOURCE = GpnFiles()
+load, files, available = SOURCE.load, SOURCE.files, SOURCE.available

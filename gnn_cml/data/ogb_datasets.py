@@ -8,24 +8,23 @@ from OGB's canonical URL (``master.csv``) and unpacked the way OGB does it.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
-import torch
-from torch_geometric.data import Data
 
 from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
-from gnn_cml.data.user_graph import READ_ERRORS
+from gnn_cml.data.source import GraphSource
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
 
 _OGB_NAMES = {"ogbn_arxiv": "ogbn-arxiv"}
 RAW_FILES = ("edge.csv.gz", "node-feat.csv.gz", "node-label.csv.gz", "num-node-list.csv.gz")
-_CACHE_VERSION = 1
 
 
 def meta_info(name: str) -> Dict[str, str]:
@@ -41,15 +40,6 @@ def meta_info(name: str) -> Dict[str, str]:
 def dataset_dir(root: Path, name: str) -> Path:
     """OGB's folder for ``name`` under ``root``: ``<root>/ogbn_arxiv``."""
     return root / name
-
-
-def files(root: Path, name: str):
-    raw = dataset_dir(root, name) / "raw"
-    return [raw / f for f in RAW_FILES]
-
-
-def available(root: Path, name: str) -> bool:
-    return all(p.exists() for p in files(root, name))
 
 
 def _download(target_root: Path, name: str) -> Path:
@@ -107,33 +97,31 @@ def parse(raw: Path) -> Dict[str, np.ndarray]:
     return {"edge_index": edges.T.copy(), "x": x, "y": y}
 
 
-def _fingerprint(raw: Path) -> np.ndarray:
-    stats = [os.stat(raw / f) for f in RAW_FILES]
-    return np.array([_CACHE_VERSION] + [v for s in stats for v in (s.st_size, s.st_mtime_ns)],
-                    dtype=np.int64)
+class OgbArchive(GraphSource):
+    """OGB's layout: ``<root>/ogbn_arxiv/raw/*.csv.gz``, downloaded as OGB's zip archive."""
+
+    def raw_files(self, name: str) -> List[str]:
+        return list(RAW_FILES)
+
+    def raw_dir(self, root: Path, name: str) -> Path:
+        return dataset_dir(root, name) / "raw"
+
+    def locate(self, root: Path, cache: Path, name: str) -> List[Path]:
+        folder = next((dataset_dir(r, name) for r in (root, cache) if self.available(r, name)), None)
+        if folder is None:
+            folder = _download(root if is_writable(root) else cache, name)
+        return [folder / "raw" / f for f in RAW_FILES]
+
+    def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
+        return parse(paths[0].parent)
+
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        import torch
+        from torch_geometric.data import Data
+
+        return Data(x=torch.from_numpy(arrays["x"]), edge_index=torch.from_numpy(arrays["edge_index"]),
+                    y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x"].shape[0]))
 
 
-def load(root: Path, cache: Path, name: str) -> Data:
-    folder = next((dataset_dir(r, name) for r in (root, cache) if available(r, name)), None)
-    if folder is None:
-        folder = _download(root if is_writable(root) else cache, name)
-    raw = folder / "raw"
-    fingerprint = _fingerprint(raw)
-    processed = dataset_dir(cache, name) / "processed" / "gnn_cml_graph.npz"
-    arrays = None
-    if processed.exists():
-        try:
-            with np.load(processed, allow_pickle=False) as f:
-                if np.array_equal(f["fingerprint"], fingerprint):
-                    arrays = {k: f[k] for k in ("edge_index", "x", "y")}
-        except READ_ERRORS:
-            arrays = None  # a damaged cache is rebuilt from the raw files
-    if arrays is None:
-        arrays = parse(raw)
-        processed.parent.mkdir(parents=True, exist_ok=True)
-        tmp = processed.with_name(processed.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fingerprint=fingerprint, **arrays)
-        tmp.replace(processed)
-    return Data(x=torch.from_numpy(arrays["x"]), edge_index=torch.from_numpy(arrays["edge_index"]),
-                y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x"].shape[0]))
+SOURCE = OgbArchive()
+load, files, available = SOURCE.load, SOURCE.files, SOURCE.available

@@ -8,28 +8,26 @@ graph as PyG's ``read_planetoid_data``) is cached as a pickle-free ``.npz``.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from itertools import repeat
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
-from torch_geometric.utils import coalesce, remove_self_loops
 
-from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure, sha256_of
-from gnn_cml.data.user_graph import READ_ERRORS, read_npz_cache, write_npz_cache
+from gnn_cml.data.paths import sha256_of
+from gnn_cml.data.source import CACHE_NAME, READ_ERRORS, GraphSource, csr_parts
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    import torch
+    from torch_geometric.data import Data
 
 _PYG_NAMES = {"cora": "Cora", "citeseer": "CiteSeer"}
 _RAW = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
 URL = "https://github.com/kimiyoung/planetoid/raw/master/data"  # torch_geometric Planetoid.url
-_CACHE_VERSION = 1
-_CACHE_NAME = "gnn_cml_graph.npz"
 
 # sha256 of the upstream raw files (the same files PyG downloads).
 KNOWN_SHA256: Dict[str, str] = {
@@ -50,6 +48,13 @@ KNOWN_SHA256: Dict[str, str] = {
     "ind.cora.x": "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab",
     "ind.cora.y": "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
 }
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 def raw_files(name: str):
@@ -112,7 +117,7 @@ def _dense(obj, path: Path) -> np.ndarray:
     return np.asarray(obj, dtype=np.float32)
 
 
-def _edge_index(graph, num_nodes: int) -> torch.Tensor:
+def _edge_index(graph, num_nodes: int) -> "torch.Tensor":
     """``torch_geometric.io.planetoid.edge_index_from_dict``."""
     if not isinstance(graph, dict):
         raise ValueError(f"expected a dict of adjacency lists, got {type(graph).__name__}")
@@ -121,6 +126,9 @@ def _edge_index(graph, num_nodes: int) -> torch.Tensor:
     for key, value in graph.items():
         rows += repeat(int(key), len(value))
         cols += [int(v) for v in value]
+    import torch
+    from torch_geometric.utils import coalesce, remove_self_loops
+
     edge_index = torch.stack([torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)])
     edge_index, _ = remove_self_loops(edge_index)
     return coalesce(edge_index, num_nodes=num_nodes, sort_by_row=False)
@@ -171,41 +179,27 @@ def _corrupt(path: Path, exc: BaseException) -> GnnCmlError:
                        f"{detail}); restore it from {URL}")
 
 
-# --- locating, verifying, downloading and caching -----------------------------------------------
-def _raw_dir(root: Path, name: str) -> Path:
-    # Accept both <root>/planetoid/Cora/raw (the shared layout) and <root>/Cora/raw (PyG's).
-    for base in (root / "planetoid", root):
-        candidate = base / _PYG_NAMES[name] / "raw"
-        if candidate.is_dir():
-            return candidate
-    return root / "planetoid" / _PYG_NAMES[name] / "raw"
+# --- the source: locating, verifying, downloading and caching -----------------------------------
+class Planetoid(GraphSource):
+    """Raw files in ``<root>/planetoid/<Name>/raw`` (the shared layout) or ``<root>/<Name>/raw`` (PyG's)."""
 
+    folder = "planetoid"
+    url = f"{URL}/"
 
-def files(root: Path, name: str) -> List[Path]:
-    raw = _raw_dir(root, name)
-    return [raw / f for f in raw_files(name)]
+    def raw_files(self, name: str) -> List[str]:
+        return raw_files(name)
 
+    def raw_dir(self, root: Path, name: str) -> Path:
+        for base in (root / self.folder, root):
+            candidate = base / _PYG_NAMES[name] / "raw"
+            if candidate.is_dir():
+                return candidate
+        return root / self.folder / _PYG_NAMES[name] / "raw"
 
-def available(root: Path, name: str) -> bool:
-    return all(p.exists() for p in files(root, name))
+    def processed_path(self, cache: Path, name: str) -> Path:
+        return cache / self.folder / _PYG_NAMES[name] / "processed" / CACHE_NAME
 
-
-def verify(raw: Path, name: str) -> None:
-    """Check every raw file against its known sha256 (catches truncation and tampering)."""
-    for fname in raw_files(name):
-        path = raw / fname
-        if fname in KNOWN_SHA256 and sha256_of(path) != KNOWN_SHA256[fname]:
-            raise GnnCmlError(
-                f"could not read {name}: {path} is truncated or corrupt (its sha256 is not the "
-                f"upstream file's): delete it and run again with internet access to re-download it, "
-                f"or copy {URL}/{fname} there")
-
-
-def _download(raw: Path, name: str) -> None:
-    raw.mkdir(parents=True, exist_ok=True)
-    for fname in raw_files(name):
-        if (raw / fname).exists():
-            continue
+    def download(self, raw: Path, name: str, fname: str) -> None:
         part = raw / (fname + ".part")
         try:
             download_url(f"{URL}/{fname}", str(raw), filename=part.name, log=False)
@@ -217,35 +211,27 @@ def _download(raw: Path, name: str) -> None:
             raise
         part.replace(raw / fname)
 
+    def verify(self, paths: Sequence[Path], name: str) -> None:
+        """Check every raw file against its known sha256 (catches truncation and tampering)."""
+        for path in paths:
+            if path.name in KNOWN_SHA256 and sha256_of(path) != KNOWN_SHA256[path.name]:
+                raise GnnCmlError(
+                    f"could not read {name}: {path} is truncated or corrupt (its sha256 is not the "
+                    f"upstream file's): delete it and run again with internet access to re-download it, "
+                    f"or copy {URL}/{path.name} there")
 
-def _fingerprint(paths: Iterable[Path]) -> np.ndarray:
-    stats = [os.stat(p) for p in paths]
-    return np.array([_CACHE_VERSION] + [v for s in stats for v in (s.st_size, s.st_mtime_ns)],
-                    dtype=np.int64)
+    def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
+        return parse(paths[0].parent, name)
+
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        import torch
+        from torch_geometric.data import Data
+
+        x = csr_parts(arrays).toarray()
+        return Data(x=torch.from_numpy(x.astype(np.float32, copy=False)),
+                    edge_index=torch.from_numpy(arrays["edge_index"]),
+                    y=torch.from_numpy(arrays["y"]), num_nodes=int(arrays["x_shape"][0]))
 
 
-def load(root: Path, cache: Path, name: str) -> Data:
-    raw = _raw_dir(root, name)
-    if not available(root, name):  # download what is missing; a read-only root's go to the cache
-        wanted = files(root, name)
-        missing = [p.name for p in wanted if not p.exists()]
-        raw = (root if is_writable(root) else cache) / "planetoid" / _PYG_NAMES[name] / "raw"
-        try:
-            with rollback_on_failure(raw):
-                _download(raw, name)
-        except OSError as exc:
-            raise missing_files_error(name, wanted[0].parent, missing, len(wanted), f"{URL}/", exc) from None
-    paths = [raw / f for f in raw_files(name)]
-    verify(raw, name)
-    processed = cache / "planetoid" / _PYG_NAMES[name] / "processed" / _CACHE_NAME
-    fingerprint = _fingerprint(paths)
-    arrays = read_npz_cache(processed, fingerprint)
-    if arrays is None:
-        arrays = parse(raw, name)
-        write_npz_cache(processed, fingerprint, arrays)
-    n = int(arrays["x_shape"][0])
-    x = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
-                      shape=tuple(arrays["x_shape"])).toarray()
-    return Data(x=torch.from_numpy(x.astype(np.float32, copy=False)),
-                edge_index=torch.from_numpy(arrays["edge_index"]),
-                y=torch.from_numpy(arrays["y"]), num_nodes=n)
+SOURCE = Planetoid()
+load, files, available = SOURCE.load, SOURCE.files, SOURCE.available

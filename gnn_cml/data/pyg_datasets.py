@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, NamedTuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data, download_url
-from torch_geometric.datasets import Amazon, CitationFull, Coauthor
-from torch_geometric.utils import remove_self_loops, to_undirected
 
-from gnn_cml.data.paths import is_writable, missing_files_error, rollback_on_failure
-from gnn_cml.data.user_graph import READ_ERRORS, csr_tensor, read_npz_cache, write_npz_cache
+from gnn_cml.data.source import CACHE_NAME, READ_ERRORS, GraphSource, csr_parts, features_tensor
 from gnn_cml.errors import GnnCmlError
 
-DENSE_LIMIT_BYTES = 100 * 2 ** 20
-_CACHE_VERSION = 1
-_CACHE_NAME = "gnn_cml_graph.npz"
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    from torch_geometric.data import Data
+
+
+def download_url(url: str, folder: str, filename=None, log: bool = True):
+    """``torch_geometric.data.download_url``, imported on first use (listing graphs imports no torch)."""
+    from torch_geometric.data import download_url as pyg_download_url
+
+    return pyg_download_url(url, folder, filename=filename, log=log)
 
 
 class _Spec(NamedTuple):
-    cls: type  # the PyG dataset class (only its download URL is used)
+    cls: str  # the PyG dataset class in torch_geometric.datasets (only its download URL is used)
     pyg_name: str  # its ``name`` argument
     folder: str  # <root>/<folder>/<dir>/raw/<raw> is our layout
     dir: str  # the dataset folder PyG uses under its root
@@ -38,10 +39,10 @@ class _Spec(NamedTuple):
 
 
 _SPECS = {
-    "corafull": _Spec(CitationFull, "Cora", "citationfull", "cora", "cora.npz"),
-    "amazon_computers": _Spec(Amazon, "Computers", "amazon", "Computers",
+    "corafull": _Spec("CitationFull", "Cora", "citationfull", "cora", "cora.npz"),
+    "amazon_computers": _Spec("Amazon", "Computers", "amazon", "Computers",
                               "amazon_electronics_computers.npz"),
-    "coauthor_cs": _Spec(Coauthor, "CS", "coauthor", "CS", "ms_academic_cs.npz"),
+    "coauthor_cs": _Spec("Coauthor", "CS", "coauthor", "CS", "ms_academic_cs.npz"),
 }
 
 
@@ -62,6 +63,9 @@ def parse_npz(path) -> Dict[str, np.ndarray]:
     attr.eliminate_zeros()
     attr.data[:] = 1
     n = attr.shape[0]
+    import torch
+    from torch_geometric.utils import remove_self_loops, to_undirected
+
     edge_index = torch.from_numpy(np.stack([adj.row, adj.col]).astype(np.int64))
     edge_index, _ = remove_self_loops(edge_index)
     edge_index = to_undirected(edge_index, num_nodes=n)
@@ -70,75 +74,67 @@ def parse_npz(path) -> Dict[str, np.ndarray]:
             "edge_index": edge_index.numpy(), "y": y}
 
 
-def _to_data(arrays: Dict[str, np.ndarray]) -> Data:
-    attr = sp.csr_matrix((arrays["x_data"], arrays["x_indices"], arrays["x_indptr"]),
-                         shape=tuple(arrays["x_shape"]))
-    n, f = attr.shape
-    x = csr_tensor(attr) if n * f * 4 > DENSE_LIMIT_BYTES else torch.from_numpy(
-        attr.toarray().astype(np.float32))
-    return Data(x=x, edge_index=torch.from_numpy(arrays["edge_index"]),
-                y=torch.from_numpy(arrays["y"]), num_nodes=n)
+def _to_data(arrays: Dict[str, np.ndarray]) -> "Data":
+    import torch
+    from torch_geometric.data import Data
+
+    attr = csr_parts(arrays)
+    return Data(x=features_tensor(attr), edge_index=torch.from_numpy(arrays["edge_index"]),
+                y=torch.from_numpy(arrays["y"]), num_nodes=attr.shape[0])
 
 
-def read_npz(path: str) -> Data:
+def read_npz(path: str) -> "Data":
     """PyG's ``read_npz`` (binary features, no self-loops, undirected) without densifying ``x``."""
     return _to_data(parse_npz(path))
 
 
-def _raw_dir(root: Path, name: str) -> Path:
-    # Accept <root>/<folder>/<dir>/raw (our layout) and <root>/<dir>/raw (PyG's, root = PyG root).
-    spec = _SPECS[name]
-    for base in (root / spec.folder, root):
-        candidate = base / spec.dir / "raw"
-        if (candidate / spec.raw).exists():
-            return candidate
-    return root / spec.folder / spec.dir / "raw"
+class PygArchives(GraphSource):
+    """One ``.npz`` archive per graph in ``<root>/<folder>/<dir>/raw`` (ours) or ``<root>/<dir>/raw`` (PyG's)."""
 
+    def raw_files(self, name: str) -> List[str]:
+        return [_SPECS[name].raw]
 
-def files(root: Path, name: str):
-    return [_raw_dir(root, name) / _SPECS[name].raw]
+    def raw_dir(self, root: Path, name: str) -> Path:
+        spec = _SPECS[name]
+        for base in (root / spec.folder, root):
+            candidate = base / spec.dir / "raw"
+            if (candidate / spec.raw).exists():
+                return candidate
+        return root / spec.folder / spec.dir / "raw"
 
+    def processed_path(self, cache: Path, name: str) -> Path:
+        spec = _SPECS[name]
+        return cache / spec.folder / spec.dir / "processed" / CACHE_NAME
 
-def available(root: Path, name: str) -> bool:
-    return files(root, name)[0].exists()
+    def source(self, name: str) -> str:
+        return _url(_SPECS[name])
+
+    def download(self, raw: Path, name: str, fname: str) -> None:
+        part = raw / (fname + ".part")
+        try:
+            download_url(_url(_SPECS[name]), str(raw), filename=part.name, log=False)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        part.replace(raw / fname)
+
+    def fingerprint(self, paths: Sequence[Path]) -> np.ndarray:
+        s = os.stat(paths[0])
+        return np.array([self.cache_version, s.st_size, s.st_mtime_ns, s.st_ino], dtype=np.int64)
+
+    def parse(self, paths: Sequence[Path], name: str) -> Dict[str, np.ndarray]:
+        return parse_npz(paths[0])
+
+    def to_data(self, arrays: Dict[str, np.ndarray]) -> "Data":
+        return _to_data(arrays)
 
 
 def _url(spec: _Spec) -> str:
-    return spec.cls.url.format(spec.dir) if "{}" in spec.cls.url else spec.cls.url + spec.raw
+    import torch_geometric.datasets
+
+    url = getattr(torch_geometric.datasets, spec.cls).url
+    return url.format(spec.dir) if "{}" in url else url + spec.raw
 
 
-def _download(url: str, raw: Path, filename: str) -> Path:
-    raw.mkdir(parents=True, exist_ok=True)
-    part = raw / (filename + ".part")
-    try:
-        download_url(url, str(raw), filename=part.name, log=False)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return part.replace(raw / filename)
-
-
-def _fingerprint(path: Path) -> np.ndarray:
-    s = os.stat(path)
-    return np.array([_CACHE_VERSION, s.st_size, s.st_mtime_ns, s.st_ino], dtype=np.int64)
-
-
-def load(root: Path, cache: Path, name: str) -> Data:
-    spec = _SPECS[name]
-    raw = _raw_dir(root, name)
-    if not available(root, name):  # downloads land in the root, or the cache for a read-only root
-        raw = (root if is_writable(root) else cache) / spec.folder / spec.dir / "raw"
-        if not (raw / spec.raw).exists():
-            try:
-                with rollback_on_failure(raw):
-                    _download(_url(spec), raw, spec.raw)
-            except OSError as exc:
-                raise missing_files_error(name, _raw_dir(root, name), [spec.raw], 1, _url(spec), exc) from None
-    path = raw / spec.raw
-    processed = cache / spec.folder / spec.dir / "processed" / _CACHE_NAME
-    fingerprint = _fingerprint(path)
-    arrays = read_npz_cache(processed, fingerprint)
-    if arrays is None:
-        arrays = parse_npz(path)
-        write_npz_cache(processed, fingerprint, arrays)
-    return _to_data(arrays)
+SOURCE = PygArchives()
+load, files, available = SOURCE.load, SOURCE.files, SOURCE.available

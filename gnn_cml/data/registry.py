@@ -20,7 +20,7 @@ class GraphInfo:
 
     name: str
     family: str  # planetoid | pyg | ogb | gpn
-    module: str  # "gnn_cml.data.<module>" holding load(root, cache, name) and available(root, name)
+    module: str  # "gnn_cml.data.<module>" whose SOURCE (a GraphSource) reads the graph
     nodes: int
     edges: int  # directed edges after symmetrisation (PyG convention: each undirected edge twice)
     features: int
@@ -32,16 +32,17 @@ class GraphInfo:
     aliases: Tuple[str, ...] = field(default=())
     paper: str = ""
 
-    def _loader(self):
-        return importlib.import_module(f"gnn_cml.data.{self.module}")
+    def source(self):
+        """The :class:`~gnn_cml.data.source.GraphSource` that reads this graph (imported on first use)."""
+        return importlib.import_module(f"gnn_cml.data.{self.module}").SOURCE
 
     def available(self, root: Optional[PathLike] = None) -> bool:
         """True when the raw files are present under the data root (no network needed)."""
-        return bool(self._loader().available(data_root(root), self.name))
+        return bool(self.source().available(data_root(root), self.name))
 
     def files(self, root: Optional[PathLike] = None):
         """Every raw file this graph needs, where the loader looks for it under the data root."""
-        return list(self._loader().files(data_root(root), self.name))
+        return list(self.source().files(data_root(root), self.name))
 
     def file_status(self, root: Optional[PathLike] = None) -> Tuple[int, int]:
         """(files present, files needed) under the data root."""
@@ -133,7 +134,7 @@ def load_graph(name: Union[str, os.PathLike], root: Optional[PathLike] = None) -
         return canonicalise(data)
     info = graph_info(str(name))
     root_path = data_root(root)
-    data = info._loader().load(root_path, cache_root(root_path), info.name)
+    data = info.source().load(root_path, cache_root(root_path), info.name)
     data = canonicalise(data)
     data.name = info.name
     return data

@@ -1,46 +1,34 @@
 """A user's own graph, saved as a plain ``.npz`` file (no pickles)."""
 from __future__ import annotations
 
-import os
-import warnings
-import zipfile
-import zlib
 from pathlib import Path
-from typing import Dict, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch_geometric.data import Data
 
+from gnn_cml.data.source import READ_ERRORS, features_tensor
 from gnn_cml.errors import GnnCmlError
+
+if TYPE_CHECKING:  # torch and torch_geometric are imported where a graph is loaded, not to list graphs
+    import torch
+    from torch_geometric.data import Data
 
 _CSR_PARTS = ("x_data", "x_indices", "x_indptr", "x_shape")
 _CLASS_KEYS = ("train_classes", "val_classes", "test_classes")
 _HOW = "save it with np.savez(path, edge_index=..., x=..., y=...)"
 
-# What a damaged archive raises while numpy reads it.
-READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
-    """A scipy sparse matrix as a float32 torch sparse CSR tensor."""
-    m = sp.csr_matrix(matrix, dtype=np.float32)
-    m.sum_duplicates()
-    with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), size=m.shape)
-
-
-def load_npz_graph(path: Path) -> Data:
+def load_npz_graph(path: Path) -> "Data":
     """Load and validate a user graph from ``path``.
 
     The archive holds ``edge_index`` (2 x E ints, 0-based), ``y`` (n ints; -1 marks
     an unlabelled node) and the node features, either dense ``x`` (n x F) or CSR
     parts ``x_data``, ``x_indices``, ``x_indptr``, ``x_shape``. Optional
-    ``train_classes``/``val_classes``/``test_classes`` fix the class split.
+    ``train_classes``/``val_classes``/``test_classes`` fix the class split. ``x`` is dense
+    whichever form the file holds, unless it exceeds :data:`~gnn_cml.data.source.DENSE_LIMIT_BYTES`
+    (then sparse CSR).
     Every problem raises a one-line :class:`GnnCmlError` naming the fix.
     """
     path = Path(path)
@@ -86,6 +74,9 @@ def load_npz_graph(path: Path) -> Data:
     n = y.shape[0]
     x = _dense_features(arrays["x"], n, fail) if "x" in arrays else _csr_features(arrays, n, fail)
     edge_index = _edges(arrays["edge_index"], n, fail)
+    import torch
+    from torch_geometric.data import Data
+
     data = Data(x=x, edge_index=edge_index, y=torch.from_numpy(y), num_nodes=n)
     for key, classes in _class_split(arrays, y, fail).items():
         setattr(data, key, torch.from_numpy(classes))
@@ -115,7 +106,7 @@ def _labels(y: np.ndarray, fail) -> np.ndarray:
     return y
 
 
-def _dense_features(x: np.ndarray, n: int, fail) -> torch.Tensor:
+def _dense_features(x: np.ndarray, n: int, fail) -> "torch.Tensor":
     if x.ndim != 2 or x.shape[0] != n:
         raise fail(f"'x' must be (num_nodes x features) = ({n} x F) to match 'y', got shape {x.shape}",
                    "give one feature row per label")
@@ -123,10 +114,12 @@ def _dense_features(x: np.ndarray, n: int, fail) -> torch.Tensor:
         raise fail(f"'x' must be numeric, got dtype {x.dtype}", "store it as np.float32")
     x = x.astype(np.float32)
     _check_finite(x, "x", fail)
+    import torch
+
     return torch.from_numpy(x)
 
 
-def _csr_features(arrays, n: int, fail) -> torch.Tensor:
+def _csr_features(arrays, n: int, fail) -> "torch.Tensor":
     shape = arrays["x_shape"].reshape(-1)
     if shape.size != 2 or shape.dtype.kind not in "iu" or int(shape[0]) != n:
         raise fail(f"'x_shape' must be [num_nodes, features] = [{n}, F] to match 'y', "
@@ -144,7 +137,7 @@ def _csr_features(arrays, n: int, fail) -> torch.Tensor:
                    "save x.data, x.indices, x.indptr and x.shape of one scipy.sparse.csr_matrix"
                    ) from None
     _check_finite(m.data, "x_data", fail)
-    return csr_tensor(m)
+    return features_tensor(m)
 
 
 def _check_finite(values: np.ndarray, name: str, fail) -> None:
@@ -154,7 +147,7 @@ def _check_finite(values: np.ndarray, name: str, fail) -> None:
                    "replace them (e.g. np.nan_to_num) before saving")
 
 
-def _edges(edge_index: np.ndarray, n: int, fail) -> torch.Tensor:
+def _edges(edge_index: np.ndarray, n: int, fail) -> "torch.Tensor":
     if edge_index.ndim != 2 or edge_index.shape[0] != 2:
         fix = "transpose it (edge_index.T)" if edge_index.ndim == 2 and edge_index.shape[1] == 2 else \
             "store the sources in row 0 and the targets in row 1"
@@ -164,6 +157,8 @@ def _edges(edge_index: np.ndarray, n: int, fail) -> torch.Tensor:
         bad = int(edge_index.max() if edge_index.max() >= n else edge_index.min())
         raise fail(f"'edge_index' refers to node {bad}, but there are {n} nodes (ids 0..{n - 1})",
                    "use 0-based node ids below len(y), or add the missing nodes to x and y")
+    import torch
+
     return torch.from_numpy(edge_index)
 
 
@@ -179,28 +174,3 @@ def _class_split(arrays, y: np.ndarray, fail) -> dict:
             raise fail(f"'{key}' names class {int(out[0])}, but 'y' has classes 0..{num_classes - 1}",
                        "list only class ids that occur in y")
     return given
-
-
-def read_npz_cache(processed: Path, fingerprint: np.ndarray) -> Optional[Dict[str, np.ndarray]]:
-    """The arrays of a pickle-free ``.npz`` cache, or None when missing, stale or damaged."""
-    if not processed.exists():
-        return None
-    try:
-        with np.load(processed, allow_pickle=False) as f:
-            if np.array_equal(f["fingerprint"], fingerprint):
-                return {k: f[k] for k in f.files if k != "fingerprint"}
-    except READ_ERRORS:
-        pass  # a damaged cache is rebuilt from the raw files
-    return None
-
-
-def write_npz_cache(processed: Path, fingerprint: np.ndarray, arrays: Dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` and their source ``fingerprint`` atomically (temp file + rename)."""
-    processed.parent.mkdir(parents=True, exist_ok=True)
-    tmp = processed.with_name(f"{processed.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fingerprint=fingerprint, **arrays)
-        tmp.replace(processed)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # an unwritable cache only costs re-parsing next time

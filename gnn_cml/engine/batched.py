@@ -5,7 +5,7 @@ the runs' parameters stacked (``(R, ...)`` leaves) with one ``torch.optim.Adam``
 Adam is elementwise, so this is R independent Adams while the runs share their step count
 (runs resumed at different episodes go in separate batches). Every episode draws one task per
 run from the run's own sampler and seed, computes all runs' meta-gradients with
-:func:`gnn_cml.meta.batched_runs.batched_forward` and steps. Validations are evaluated together
+:func:`gnn_cml.meta.fast.batched_forward` and steps. Validations are evaluated together
 (:func:`evaluate_batched`); before each, the runs' modules and optimisers receive their slices, so
 each :class:`Trainer` keeps its own best state, early stopping, metrics and checkpoint exactly as
 when trained alone, and a batched run resumes (batched or not) like any other. A run that stops
@@ -22,7 +22,7 @@ import torch
 from gnn_cml.engine.progress import Line, percent
 from gnn_cml.engine.trainer import Trainer, seed_task, task_seed
 from gnn_cml.errors import GnnCmlError
-from gnn_cml.meta import batched_runs as br
+from gnn_cml.meta import fast as br
 
 
 def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Sequence[int],
@@ -220,11 +220,16 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
     def running(group):
         return [t for t in group if t.episode < t.cfg.episodes and not t.stopped_early]
 
-    def show(force: bool = False) -> None:
+    shown = [None]  # the (episode, running, stopped) state of the last line printed
+
+    def show(important: bool = False, force: bool = False) -> None:
         left = running(trainers)
         stopped = sum(t.stopped_early for t in trainers)
         best = [t.best_score for t in trainers if t.best_score is not None]
         episode = max((t.episode for t in left), default=max(t.episode for t in trainers))
+        state = (episode, len(left), stopped)
+        if force and state == shown[0]:
+            return
         rate = (sum(t.episode for t in trainers) - first) / max(time.monotonic() - started, 1e-9)
         parts = [f"{label} · {total} runs batched", f"episode {episode} (at most {trainers[0].cfg.episodes})",
                  f"{len(left)} training, {total - len(left)} done ({stopped} stopped early)"]
@@ -232,7 +237,8 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
             parts.append(f"mean best val {percent(float(np.mean(best)))}")
         if rate > 0:
             parts.append(f"{rate:.1f} run-episodes/s")
-        line.update(" · ".join(parts), important=force, force=force)
+        if line.update(" · ".join(parts), important=important or force, force=force):
+            shown[0] = state
 
     show(force=True)
     try:
@@ -241,11 +247,11 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
             by_episode.setdefault(t.episode, []).append(t)
         for group in by_episode.values():
             _fit_group(group, show)
+        show(force=True)  # the final state, whatever the rate limit held back
     finally:
         line.close()
         for t in trainers:
-            if t._writer is not None:
-                t._writer.flush()
+            t.flush_log()
     for t in trainers:
         t.model.load_state_dict(t.best_state)
 
@@ -271,14 +277,14 @@ def _fit_group(trainers: List[Trainer], show) -> None:
                                       [t.cfg.seed for t in due], cache=cache if fixed else None,
                                       keys=[id(t) for t in due])
             for t, s in zip(due, scores):
-                t._validate(windows[id(t)], s)
+                t.validate(windows[id(t)], s)
                 windows[id(t)] = []
             left = [t for t in batch.trainers if t.episode < t.cfg.episodes and not t.stopped_early]
             if len(left) < len(batch.trainers) and left:
                 batch.keep(left)
             elif not left:
                 batch.trainers = []
-            show(force=True)
+            show(important=True)  # validations: at most one line every MIN_INTERVAL_S through a pipe
         else:
             show()
 

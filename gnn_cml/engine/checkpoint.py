@@ -88,3 +88,19 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         raise GnnCmlError(f"checkpoint {path} holds a {type(state).__name__}, not a gnn-cml checkpoint: "
                           f"delete it and retrain")
     return state
+
+
+class RunFiles:
+    """A run folder's checkpoints as a learner's ``fit`` reads and writes them: loaded with
+    ``weights_only=True``, written atomically and by the main process only (distributed runs)."""
+
+    @staticmethod
+    def load(path: Path) -> Dict[str, Any]:
+        return load_checkpoint(path)
+
+    @staticmethod
+    def save(path: Path, state: Dict[str, Any]) -> None:
+        from gnn_cml.engine import distributed as dist
+
+        if dist.is_main():
+            save_checkpoint(path, state)

@@ -63,6 +63,7 @@ class Line:
         self.tty = is_terminal()
         self._last_draw = 0.0
         self._last_plain = float("-inf")
+        self._last_text: Optional[str] = None
         self._drawn = False
 
     @classmethod
@@ -79,11 +80,11 @@ class Line:
         if Line._active is self:
             Line._active = None
 
-    def update(self, text: str, important: bool = False, force: bool = False) -> None:
-        """Show ``text``. Plain mode prints it when ``force``, or when ``important`` and
-        :data:`MIN_INTERVAL_S` has passed, or after :data:`HEARTBEAT_S` of silence."""
+    def update(self, text: str, important: bool = False, force: bool = False) -> bool:
+        """Show ``text`` (returns whether it was shown). Plain mode prints it when ``force``, or when
+        ``important`` and :data:`MIN_INTERVAL_S` has passed, or after :data:`HEARTBEAT_S` of silence."""
         if not self.enabled:
-            return
+            return False
         now = time.monotonic()
         if self.tty:
             if force or important or now - self._last_draw >= _TTY_REFRESH_S:
@@ -93,11 +94,16 @@ class Line:
                 out.flush()
                 self._drawn, self._last_draw = True, now
                 Line._active = self
-            return
+                return True
+            return False
         gap = now - self._last_plain
+        if text == self._last_text:  # nothing new to say (e.g. a forced final line already shown)
+            return False
         if force or (important and gap >= MIN_INTERVAL_S) or gap >= HEARTBEAT_S:
             print(text, file=stream(), flush=True)
-            self._last_plain = now
+            self._last_plain, self._last_text = now, text
+            return True
+        return False
 
     def close(self) -> None:
         if self.enabled and self.tty:

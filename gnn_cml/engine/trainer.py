@@ -199,7 +199,7 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - start
                 progress.episode(self.episode)
                 if self.episode % cfg.val_every == 0 or self.episode == cfg.episodes:
-                    self._validate(window)
+                    self.validate(window)
                     window = []
                     progress.validated(self.episode, self.history[-1][f"val_{cfg.metric}"], self.best_score,
                                        self.best_episode, self.bad_validations,
@@ -207,30 +207,38 @@ class Trainer:
             progress.finish(self.episode, self.stopped_early)
         finally:
             progress.close()
-            if self._writer is not None:
-                self._writer.flush()
+            self.flush_log()
         self.model.load_state_dict(self.best_state)
         return self
 
     def log_test(self, value: float, extra: Optional[Dict[str, float]] = None) -> None:
-        """Log the test score (``test/<metric>``) and the run's hyperparameters to TensorBoard, then close it."""
+        """Log the test score (``test/<metric>``; accuracy in percent, as ``metrics.jsonl``) and the run's
+        hyperparameters to TensorBoard, then close it."""
         if self._writer is None:
             return
         metric = self.cfg.metric
         self._writer.add_scalar(f"test/{metric}", value, self.episode)
         if self.hparams:
             hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.hparams.items()}
-            metrics = {f"hparam/test_{metric}": value, f"hparam/best_val_{metric}": self.best_score,
+            best = self.best_score
+            if best is not None and metric == "accuracy":
+                best = 100 * best
+            metrics = {f"hparam/test_{metric}": value, f"hparam/best_val_{metric}": best,
                        **{f"hparam/{k}": v for k, v in (extra or {}).items()}}
             self._writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None}, run_name=".")
         self.close_writer()
+
+    def flush_log(self) -> None:
+        """Write buffered TensorBoard events to disk."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def _validate(self, window: List[Dict[str, float]], scores: Optional[List[float]] = None) -> None:
+    def validate(self, window: List[Dict[str, float]], scores: Optional[List[float]] = None) -> None:
         """Validate (``scores``: the validation tasks' metric when computed elsewhere, e.g. batched),
         update the best state and early stopping, log and checkpoint."""
         cfg = self.cfg
@@ -251,16 +259,17 @@ class Trainer:
                   "seconds": round(self.train_seconds, 3)}
         self.history.append(record)
         if dist.is_main() and self.run_dir:
+            line = metrics_line(record, cfg.metric)
             with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record, allow_nan=False) + "\n")
+                fh.write(json.dumps(line, allow_nan=False) + "\n")
             if self._writer is not None:
                 # Tags are shared by every run (train/loss, val/accuracy, ...): each run has its own
                 # directory, so TensorBoard overlays runs and methods on one chart per tag.
                 tags = {"train_loss": "train/loss", f"train_{cfg.metric}": f"train/{cfg.metric}",
                         f"val_{cfg.metric}": f"val/{cfg.metric}", f"best_val_{cfg.metric}": f"val/best_{cfg.metric}"}
                 for key, tag in tags.items():
-                    if record[key] is not None:
-                        self._writer.add_scalar(tag, record[key], self.episode)
+                    if line[key] is not None:
+                        self._writer.add_scalar(tag, line[key], self.episode)
             save_checkpoint(self.checkpoint_path, self.state())
             self._checkpoint_episode = self.episode
 
@@ -289,6 +298,15 @@ class Trainer:
             if path.exists():
                 lines = path.read_text().splitlines()[: len(self.history)]
                 path.write_text("".join(line + "\n" for line in lines))
+
+
+def metrics_line(record: Dict, metric: str) -> Dict:
+    """A validation record as ``metrics.jsonl`` stores it: accuracies in percent, like ``results.json``
+    and the console, with ``"unit": "percent"`` (lines without a unit, from older runs, hold fractions)."""
+    if metric != "accuracy":
+        return record
+    line = {k: (None if v is None else round(100 * v, 4)) if k.endswith("accuracy") else v for k, v in record.items()}
+    return dict(line, unit="percent")
 
 
 def evaluate_tasks(model: MetaLearner, tasks: Sequence[Episode], metric: Callable[[TaskResult], float],

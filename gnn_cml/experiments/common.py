@@ -16,19 +16,15 @@ from typing import Dict, List
 import numpy as np
 
 from gnn_cml.experiments.options import add_common_arguments, int_list
-from gnn_cml.engine.metrics import mean_ci95
+from gnn_cml.engine.metrics import fmt_mean_ci, mean_ci95
 from gnn_cml.errors import require
+from gnn_cml.sampling.seeds import derive_seed
 
 # Light on purpose (no torch at import): `gnn-cml reproduce <target> --help` imports only this
 # package and its options module; the engine is imported where a benchmark runs.
 
 # (label, with CML) for the two methods every benchmark compares.
 METHODS = (("maml", False), ("maml+cml", True))
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """Independent, reproducible seeds per (run seed, setting, purpose)."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def train(learner, sampler, val_tasks, config: "TrainerConfig", run_dir: Path, resume: bool,
@@ -54,8 +50,7 @@ def summarise(per_seed: Dict[int, List[float]], scale: float = 1.0) -> Dict:
 
 def fmt(stats: Dict, digits: int = 3) -> str:
     """``mean ± ci95`` (``ci95`` is ``-`` for a single value)."""
-    ci = stats["ci95"]
-    return f"{stats['mean']:.{digits}f} ± {'-' if ci != ci else f'{ci:.{digits}f}'}"
+    return fmt_mean_ci(stats["mean"], stats["ci95"], digits)
 
 
 def pyplot():

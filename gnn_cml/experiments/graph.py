@@ -13,27 +13,21 @@ import numpy as np
 import torch
 import yaml
 
-from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml
-from gnn_cml.data import cache_root, data_root, default_split, load_graph
+from gnn_cml.config import EXECUTION_KEYS, RunConfig, load_yaml, method_label
+from gnn_cml.data import cache_root, data_root, load_graph
 from gnn_cml.engine import distributed as dist
-from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
-from gnn_cml.engine.metrics import ci_note, mean_ci95
+from gnn_cml.engine.checkpoint import RunFiles, load_checkpoint, save_checkpoint, write_json
+from gnn_cml.engine.metrics import ci_note, fmt_mean_ci, mean_ci95
 from gnn_cml.engine.progress import TaskProgress, status
 from gnn_cml.engine.trainer import METRICS, Trainer, TrainerConfig, evaluate_tasks
 from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.meta.factory import build_learner, learner_class
 from gnn_cml.methods import get as get_method
 from gnn_cml.models.graph import PreparedGraph
-from gnn_cml.report.paired import tasks_digest
-from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet
-from gnn_cml.sampling.episodes import ResampledTasks
+from gnn_cml.sampling import ClassSplit, EpisodeSampler, TaskSet, default_split, derive_seed
+from gnn_cml.sampling.episodes import ResampledTasks, tasks_digest
 
 _STREAM = {"train": 1, "val": 2, "test": 3}
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """Independent, reproducible seeds per (run, purpose) from one run seed."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 @dataclass
@@ -148,7 +142,7 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     out = Path(out)
     if dist.is_main():
         check_output(out, resume, overwrite)
-    name = f"{get_method(cfg.method).name}{'+cml' if cfg.cml else ''}"
+    name = method_label(cfg)
     task = GraphTask.build(cfg, progress)
     if task_file is not None:
         tests = TaskSet.load(task_file)
@@ -172,10 +166,16 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
         if not (out / "test_tasks.npz").exists():
             tests.save(out / "test_tasks.npz")
     dist.barrier()
-    status(f"training {name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {cfg.runs} run"
-           f"{'s' if cfg.runs > 1 else ''} of at most {cfg.episodes} episodes (validation every {cfg.val_every}, "
-           f"stop after {cfg.patience} without gain) -> {out}", progress)
+    runs_text = f"{cfg.runs} run{'s' if cfg.runs > 1 else ''}"
+    plan = probe.plan()
+    if plan:  # e.g. a learner without meta-training says what its runs do instead
+        status(f"{name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {runs_text}; {plan} -> {out}", progress)
+    else:
+        status(f"training {name} on {cfg.graph}, {cfg.ways}-way {cfg.shots}-shot: {runs_text} of at most "
+               f"{cfg.episodes} episodes (validation every {cfg.val_every}, stop after {cfg.patience} without "
+               f"gain) -> {out}", progress)
     started = time.perf_counter()
+    earlier_wall = _earlier_wall_time(out) if resume else 0.0
     done: Dict[int, Dict] = {}
     for run in range(cfg.runs):  # runs finished before (--resume) are reported and kept
         record = _finished_run(cfg, run, out / f"run_{run}", resume, progress)
@@ -184,28 +184,31 @@ def run_experiment(cfg: RunConfig, out: Path, resume: bool = False, overwrite: b
     todo = [run for run in range(cfg.runs) if run not in done]
     why_not = _why_not_batched(cfg, probe, todo)
     if why_not is None:
-        done.update(_batched_runs(task, tests, todo, out, resume, progress))
+        done.update(train_runs_batched(task, tests, todo, out, resume, progress))
     else:
-        if cfg.batch_runs and len(todo) > 1:
+        if cfg.batch_runs and len(todo) > 1 and getattr(probe, "meta_trained", True):
             status(f"training the runs one after another: {why_not}", progress)
         for run in todo:
-            done[run] = _one_run(task, tests, run, out / f"run_{run}", resume, progress)
+            done[run] = train_run(task, tests, run, out / f"run_{run}", resume, progress)
     runs: List[Dict] = [done[run] for run in range(cfg.runs)]
-    result = summarise(cfg, runs, time.perf_counter() - started, task.split)
+    result = summarise(cfg, runs, earlier_wall + time.perf_counter() - started, task.split)
     result["test_tasks_sha256"] = tasks_digest(tests)  # lets pair_runs check two runs saw the same tasks
     if dist.is_main():
         write_json(out / "results.json", result)
     acc = result["test_accuracy"]
-    status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {_pm(acc['mean'], acc['ci95'])} "
+    status(f"{name} on {cfg.graph} {cfg.ways}-way {cfg.shots}-shot: test accuracy {fmt_mean_ci(acc['mean'], acc['ci95'], unit='%')} "
            f"(mean ± 95% CI over {len(runs)} run{'s' if len(runs) > 1 else ''})"
            + (f"; CI {acc['ci95_note']}" if acc.get("ci95_note") else ""), progress)
     return result
 
 
-def _pm(mean: float, ci: Optional[float]) -> str:
-    """``74.31% ± 2.10`` (``± -`` when the CI is undefined)."""
-    ci_text = "-" if ci is None or ci != ci else f"{ci:.2f}"
-    return f"{mean:.2f}% ± {ci_text}"
+def _earlier_wall_time(out: Path) -> float:
+    """The wall time that earlier calls recorded in ``results.json`` (a resumed run adds its own to it;
+    the time of a call killed before writing ``results.json`` is not known)."""
+    try:
+        return float(json.loads((out / "results.json").read_text()).get("wall_time_s") or 0.0)
+    except (OSError, ValueError, AttributeError):
+        return 0.0
 
 
 def _check_task_file(tests: TaskSet, task: GraphTask, task_file: Path) -> None:
@@ -257,15 +260,15 @@ def _finished_run(cfg: RunConfig, run: int, run_dir: Path, resume: bool, progres
     if not (resume and result_path.exists()):
         return None
     record = json.loads(result_path.read_text())
-    status(f"run {run + 1}/{cfg.runs} · finished before: test accuracy "
-           f"{_pm(record['test_accuracy'], record.get('test_ci95'))}", progress)
+    status(f"{run_label(run, cfg.runs)} · finished before: test accuracy "
+           f"{fmt_mean_ci(record['test_accuracy'], record.get('test_ci95'), unit='%')}", progress)
     return record
 
 
 def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
     """Why the runs to do are not trained as one batched computation (None: they are);
     ``learner``: one built from ``cfg`` (its structure is what is checked)."""
-    from gnn_cml.meta.batched_runs import unsupported
+    from gnn_cml.meta.fast import why_not_batched
 
     if not cfg.batch_runs or len(todo) < 2:
         return "--no-batch-runs" if len(todo) > 1 else "one run"
@@ -278,7 +281,7 @@ def _why_not_batched(cfg: RunConfig, learner, todo: List[int]) -> Optional[str]:
     method = get_method(cfg.method)
     if not method.fast_path:
         return f"{method.name}: {method.why_not_fast or 'it declares no fast path'}"
-    return unsupported(learner)
+    return why_not_batched(learner)
 
 
 def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress: bool):
@@ -287,7 +290,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     seed = derive_seed(cfg.seed, 100 + run)
-    label = f"run {run + 1}/{cfg.runs}"
+    label = run_label(run, cfg.runs)
     learner = build_learner(cfg, task.graph, seed=seed)
     if not get_method(cfg.method).meta_trained:  # fit once (e.g. pretraining), no Trainer
         return learner, seed, None
@@ -308,7 +311,7 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     return learner, seed, trainer
 
 
-def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
+def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, resume: bool,
                   progress: bool) -> Dict[int, Dict]:
     """The runs ``todo`` trained in lockstep (:func:`gnn_cml.engine.batched.fit_batched`) and tested
     together; each run's files are the same as when trained alone."""
@@ -317,20 +320,39 @@ def _batched_runs(task: GraphTask, tests: TaskSet, todo: List[int], out: Path, r
     cfg = task.cfg
     started = [(run, *_start_run(task, run, out / f"run_{run}", resume, progress)) for run in todo]
     trainers = [trainer for _, _, _, trainer in started]
-    status(f"training runs {_runs_text(todo)} of {cfg.runs} as one batched computation", progress)
-    fit_batched(trainers, progress=progress and dist.is_main(), label=f"runs {_runs_text(todo)}/{cfg.runs}")
+    label = f"runs {_runs_text(todo)}/{cfg.runs} ({_folders_text(todo)})"
+    status(f"training runs {_runs_text(todo)} of {cfg.runs} ({_folders_text(todo)}) as one batched computation",
+           progress)
     start = time.perf_counter()
-    line = TaskProgress(f"runs {_runs_text(todo)}/{cfg.runs}", len(tests) * len(todo),
-                        enabled=progress and dist.is_main())
+    fit_batched(trainers, progress=progress and dist.is_main(), label=label)
+    train_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    line = TaskProgress(label, len(tests) * len(todo), enabled=progress and dist.is_main())
     try:
         scores = evaluate_batched([t.model.test_model() for t in trainers], [list(tests)] * len(trainers),
                                   [t.cfg.seed for t in trainers], progress=lambda done, total: line.task(done))
     finally:
         line.close()
-    test_seconds = (time.perf_counter() - start) / len(todo)
+    test_wall = time.perf_counter() - start
+    test_seconds = test_wall / len(todo)
+    status(f"{label} · the batch took {train_wall:.0f} s training (validations included) and {test_wall:.0f} s "
+           f"testing; each run's line gives its 1/{len(todo)} share of the training steps and of the testing",
+           progress)
     return {run: _finish_run(task, run, out / f"run_{run}", learner, seed, trainer, s, test_seconds, progress,
                              batch=len(todo))
             for (run, learner, seed, trainer), s in zip(started, scores)}
+
+
+def run_label(run: int, runs: int) -> str:
+    """``run 1/5 (run_0)``: the run's number as the console counts it and its folder."""
+    return f"run {run + 1}/{runs} (run_{run})"
+
+
+def _folders_text(runs: List[int]) -> str:
+    """``run_0-run_19`` for consecutive runs, else ``run_1,run_4``: the runs' folders."""
+    if runs == list(range(runs[0], runs[-1] + 1)):
+        return f"run_{runs[0]}-run_{runs[-1]}" if len(runs) > 1 else f"run_{runs[0]}"
+    return ",".join(f"run_{r}" for r in runs)
 
 
 def _runs_text(runs: List[int]) -> str:
@@ -340,7 +362,8 @@ def _runs_text(runs: List[int]) -> str:
     return ",".join(str(r + 1) for r in runs)
 
 
-def _one_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
+def train_run(task: GraphTask, tests: TaskSet, run: int, run_dir: Path, resume: bool, progress: bool) -> Dict:
+    """Train (or fit) run ``run`` alone, test it on ``tests`` and write its ``result.json``; returns its record."""
     learner, seed, trainer = _start_run(task, run, run_dir, resume, progress)
     if trainer is None:
         return _fit_evaluate_run(learner, task, tests, run, run_dir, seed, resume, progress)
@@ -358,26 +381,22 @@ def _finish_run(task: GraphTask, run: int, run_dir: Path, learner, seed: int, tr
                 scores: List[float], test_seconds: float, progress: bool, batch: Optional[int] = None) -> Dict:
     """Record a trained run's test scores: ``result.json``, ``model.pt``, TensorBoard, a status line
     (``batch``: how many runs it was trained with in one batched computation)."""
-    cfg = task.cfg
     label = trainer.log_name
-    summary = mean_ci95([100 * s for s in scores])
-    record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
-              "test_tasks": len(scores), "best_val_accuracy": 100 * (trainer.best_score or 0.0),
-              "best_episode": trainer.best_episode, "episodes": trainer.episode,
-              "stopped_early": trainer.stopped_early, "train_seconds": trainer.train_seconds,
-              "test_seconds": test_seconds,
-              "episodes_per_s": trainer.episode / trainer.train_seconds if trainer.train_seconds else None,
-              **({"batched_runs": batch} if batch else {})}
-    trainer.log_test(summary["mean"] / 100, {"test_accuracy_ci95": summary["ci95"] / 100})
-    if dist.is_main():
-        save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
-        write_json(run_dir / "result.json", record)
+    record = _record_run(task.cfg, run, seed, run_dir, learner, scores,
+                         best_val_accuracy=100 * (trainer.best_score or 0.0), best_episode=trainer.best_episode,
+                         episodes=trainer.episode, stopped_early=trainer.stopped_early,
+                         train_seconds=trainer.train_seconds, test_seconds=test_seconds,
+                         episodes_per_s=trainer.episode / trainer.train_seconds if trainer.train_seconds else None,
+                         **({"batched_runs": batch} if batch else {}))
+    trainer.log_test(record["test_accuracy"], {"test_accuracy_ci95": record["test_ci95"]})  # percent
     stop = (f"stopped early at episode {trainer.episode}" if trainer.stopped_early
             else f"{trainer.episode} episodes (the cap)")
-    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
+    times = f"{trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test"
+    if batch:
+        times = f"its 1/{batch} share: {trainer.train_seconds:.1f} s of training steps, {test_seconds:.1f} s of testing"
+    status(f"{label} · test accuracy {fmt_mean_ci(record['test_accuracy'], record['test_ci95'], unit='%')} (95% CI over "
            f"{len(scores)} test tasks) · best val {100 * (trainer.best_score or 0.0):.1f}% @ episode "
-           f"{trainer.best_episode} · {stop} · {trainer.train_seconds:.0f} s training, {test_seconds:.0f} s test",
-           progress)
+           f"{trainer.best_episode} · {stop} · {times}", progress)
     return record
 
 
@@ -386,19 +405,26 @@ def _fit_evaluate_run(learner, task: GraphTask, tests: TaskSet, run: int, run_di
     """A run of a learner without meta-training: ``learner.fit`` (which saves and, on resume, reuses
     what it fitted under ``run_dir``), then ``learner.evaluate`` on the fixed test tasks."""
     cfg = task.cfg
-    label = f"run {run + 1}/{cfg.runs}"
+    label = run_label(run, cfg.runs)
     fitted = learner.fit(task, run_dir, seed=seed, resume=resume, progress=progress and dist.is_main(),
-                         log_name=label)
+                         log_name=f"{label} · {method_label(cfg)}", files=RunFiles())
     start = time.perf_counter()
     scores = learner.evaluate(tests)
+    record = _record_run(cfg, run, seed, run_dir, learner, scores, test_seconds=time.perf_counter() - start, **fitted)
+    status(f"{label} · test accuracy {fmt_mean_ci(record['test_accuracy'], record['test_ci95'], unit='%')} (95% CI over "
+           f"{len(scores)} test tasks) · fitted in {fitted.get('train_seconds', 0):.0f} s", progress)
+    return record
+
+
+def _record_run(cfg: RunConfig, run: int, seed: int, run_dir: Path, learner, scores: List[float], **fields) -> Dict:
+    """A finished run's record (its ``result.json``: test accuracy over the fixed tasks, then ``fields``),
+    written with its ``model.pt``."""
     summary = mean_ci95([100 * s for s in scores])
     record = {"run": run, "seed": seed, "test_accuracy": summary["mean"], "test_ci95": summary["ci95"],
-              "test_tasks": len(scores), "test_seconds": time.perf_counter() - start, **fitted}
+              "test_tasks": len(scores), **fields}
     if dist.is_main():
         save_checkpoint(run_dir / "model.pt", {"model": learner.state_dict(), "config": cfg.to_dict()})
         write_json(run_dir / "result.json", record)
-    status(f"{label} · test accuracy {_pm(record['test_accuracy'], record['test_ci95'])} (95% CI over "
-           f"{len(scores)} test tasks) · pretraining {fitted.get('pretrain_seconds', 0):.0f} s", progress)
     return record
 
 

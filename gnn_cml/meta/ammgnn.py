@@ -54,14 +54,14 @@ class AMMGNN(MAML):
             return nodes[torch.randint(len(nodes), (2, self.set_size))]
         return torch.stack([nodes[torch.randperm(len(nodes))[: self.set_size]] for _ in range(2)])
 
-    def _task_features(self, episode: Episode) -> torch.Tensor:
+    def task_features(self, episode: Episode) -> torch.Tensor:
         chosen = self.node_sets(episode).reshape(-1).cpu().numpy()
         x = self.encoder.graph.x[chosen]
         x = x.toarray() if sp.issparse(x) else np.asarray(x)
         return torch.from_numpy(x.astype(np.float32)).reshape(2, self.set_size, -1)
 
     def condition(self, episode: Episode, params: Params, train: bool):
-        rows = self._task_features(episode).transpose(1, 2)  # (2 sets, features, set_size)
+        rows = self.task_features(episode).transpose(1, 2)  # (2 sets, features, set_size)
         weight = params["alpha_net.weight"]
         rows = rows.to(weight.device, weight.dtype)
         alpha = (rows @ weight.t()).squeeze(-1) + params["alpha_net.bias"]

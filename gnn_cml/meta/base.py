@@ -42,11 +42,14 @@ class MetaLearner(nn.Module):
     - :meth:`forward`: one task's loss (the outer objective's term), query logits, and the query
       features a co-learner reads (``None`` if it has none). ``train=False`` is meta-test mode
       (no dropout in the query pass, no second-order graph).
-    - :meth:`test_model`: the model evaluated at meta-test (CML returns its base learner here).
+    - :meth:`test_model`: the model evaluated at meta-test (CML returns its base learner here);
+      :meth:`plan` (optional): a line saying what a run does, when that is not meta-training.
     - ``adapts``: True when ``forward`` adapts the weights in an inner loop (CML needs one).
     - a method declared with ``meta_trained=False`` also provides ``fit(task, run_dir, seed,
-      resume, progress, log_name) -> dict`` (saved under ``run_dir``; merged into the run's
-      record) and ``evaluate(tasks) -> [accuracy per task]`` instead of being trained by the Trainer.
+      resume=False, progress=True, log_name="", files=None) -> dict`` (fields merged into the run's
+      record; what it fits is read and written under ``run_dir`` through ``files``, a
+      :class:`~gnn_cml.engine.checkpoint.RunFiles` the experiment passes) and ``evaluate(tasks) ->
+      [accuracy per task]``, instead of being trained by the Trainer.
 
     Args:
         task_loss: turns predictions into a loss (default: cross-entropy; MSE for regression).
@@ -99,6 +102,11 @@ class MetaLearner(nn.Module):
     def test_model(self) -> "MetaLearner":
         """The model used at meta-test (CML returns its base learner here)."""
         return self
+
+    def plan(self) -> Optional[str]:
+        """What each run does, for the experiment's header line, when the Trainer's episode budget does
+        not describe it (e.g. a learner without meta-training); None: the default header."""
+        return None
 
 
 def encoder_for(cfg, graph, **extra) -> nn.Module:

@@ -16,7 +16,7 @@ Gram matrix: a step changes it by ``-lr (X diag(s^2) X^T + 1 1^T) dZ``, so the w
 input rows are multiplied twice per task instead of twice per step.
 
 :meth:`gnn_cml.meta.MAML.adapt` uses this path whenever it applies (first order, or
-meta-test where no outer graph is needed) and ``fast_inner`` is on; the autograd path
+meta-test where no outer graph is needed) and :func:`applies` (``fast_inner`` on); the autograd path
 (``torch.autograd.grad`` / ``torch.func.grad`` on ``functional_call``) stays as the
 checked definition, and tests assert both give the same adapted parameters, losses
 and meta-gradients (1e-5, float64), dropout masks included.
@@ -37,19 +37,33 @@ WH, BH = "net.head.net.1.weight", "net.head.net.1.bias"
 KEYS = (W1, B1, W2, B2, WH, BH)
 
 
-def supported(learner, adapted: Params, inputs, cond, functional: bool) -> bool:
-    """Whether :func:`adapt` computes exactly what the autograd inner loop would."""
+def why_not(learner) -> Optional[str]:
+    """Why the closed form cannot run ``learner``'s inner loop (None: it can, on tasks whose inputs are
+    episode row blocks; :func:`applies` checks a task). The one structural check of the fast path:
+    :func:`gnn_cml.meta.fast.why_not_batched` adds what batching needs on top."""
     from gnn_cml.models.encoders import ACTIVATIONS, GCN, SubgraphGCN
 
+    if not getattr(learner, "fast_inner", False):
+        return "the closed-form inner loop is off (fast_inner=False)"
+    if learner.task_loss is not F.cross_entropy:
+        return "the loss is not cross-entropy"
     enc = learner.encoder
-    return (not functional and getattr(learner, "fast_inner", False)
-            and learner.task_loss is F.cross_entropy
-            and isinstance(enc, (GCN, SubgraphGCN)) and enc.num_layers == 2
-            and enc.act is ACTIVATIONS["relu"] and enc.out_act is ACTIVATIONS["none"]
-            and set(adapted) == set(KEYS)
+    if not (isinstance(enc, (GCN, SubgraphGCN)) and enc.num_layers == 2 and enc.act is ACTIVATIONS["relu"]
+            and enc.out_act is ACTIVATIONS["none"]):
+        return "only 2-layer GCN / subgraph-GCN encoders with ReLU and no output activation"
+    if set(learner.adapt_prefixes) != {"net.encoder.", "net.head."}:
+        return "only learners that adapt the whole encoder and head"
+    if {k for k, _ in learner.named_parameters() if k.startswith("net.")} != set(KEYS):
+        return "only a linear head on the encoder"
+    return None
+
+
+def applies(learner, adapted: Params, inputs, cond, functional: bool) -> bool:
+    """Whether :func:`adapt` computes exactly what the autograd inner loop would on this task."""
+    return (not functional and why_not(learner) is None and set(adapted) == set(KEYS)
             and (cond is None or set(cond) == {"scale"})
             and isinstance(inputs, dict) and "xw" not in inputs and isinstance(inputs.get("x"), RowBlock)
-            and all(isinstance(b, RowBlock) and b.dense is not None for b in _propagation_parts(enc, inputs)))
+            and all(isinstance(b, RowBlock) and b.dense is not None for b in _propagation_parts(learner.encoder, inputs)))
 
 
 def _propagation_parts(enc, inputs):
@@ -60,8 +74,8 @@ def _propagation_parts(enc, inputs):
     return list(inputs["adj"])
 
 
-def _propagation(enc, inputs, dtype) -> torch.Tensor:
-    """``P`` of the module docstring, from the blocks :func:`_propagation_parts` names."""
+def propagation(enc, inputs, dtype) -> torch.Tensor:
+    """``P`` of the module docstring, from the blocks the encoder's episode inputs hold."""
     parts = [b.dense.to(dtype) for b in _propagation_parts(enc, inputs)]
     return parts[0] if len(parts) == 1 else parts[0] @ parts[1]  # [pool, Â_sub] when not pre-multiplied
 
@@ -93,11 +107,11 @@ def adapt(learner, adapted: Params, inputs, targets: torch.Tensor, cond, steps: 
     x: RowBlock = inputs["x"]
     scale: Optional[torch.Tensor] = None if cond is None else cond["scale"].detach().to(dtype)
     w1_in = w1 if scale is None else w1 * scale.reshape(1, -1)
-    prop = _propagation(learner.encoder, inputs, dtype)
+    prop = propagation(learner.encoder, inputs, dtype)
     z = x.matmul(w1_in.t()) + b1
     gram = x.gram(None if scale is None else scale * scale).to(dtype) + 1.0  # + 1 1^T: the bias's share
     masks = dropout_masks((steps,) + tuple(z.shape), dropout, dtype, z.device)
-    loop = _numpy_steps if z.device.type == "cpu" else _torch_steps
+    loop = numpy_steps if z.device.type == "cpu" else torch_steps
     coef, w2, b2, wh, bh = loop(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr)
     grad_w1 = x.tmatmul(coef).t()
     if scale is not None:
@@ -107,7 +121,7 @@ def adapt(learner, adapted: Params, inputs, targets: torch.Tensor, cond, steps: 
     return {k: adapted[k] + (new[k] - p[k]) if adapted[k].requires_grad else new[k] for k in KEYS}
 
 
-def _torch_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
+def torch_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
     """The inner steps with torch operations (any device)."""
     onehot = F.one_hot(targets, wh.shape[0]).to(z.dtype)
     inv_n = 1.0 / targets.shape[0]
@@ -135,7 +149,7 @@ def _torch_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
     return coef, w2, b2, wh, bh
 
 
-def _numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
+def numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
     """The same steps on CPU through NumPy: a tiny matrix product costs ~1 µs there against
     several in torch's dispatcher, and a step is ~30 of them (measured: ~5x faster)."""
     import numpy as np
@@ -148,15 +162,15 @@ def _numpy_steps(z, gram, prop, targets, w2, b2, wh, bh, masks, steps, lr):
     prop_t = np.ascontiguousarray(np.swapaxes(prop, -1, -2))
     coef = np.zeros_like(z)
     with np.errstate(all="ignore"):  # diverging weights become inf/NaN silently, as in torch; the Trainer reports it
-        _numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef)
+        numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef)
     return tuple(torch.from_numpy(a) for a in (coef, w2, b2, wh, bh))
 
 
-def _numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef):
-    """The steps of :func:`_numpy_steps`, updating its arrays in place.
+def numpy_loop(z, gram, prop, prop_t, onehot, inv_n, w2, b2, wh, bh, masks, steps, lr, coef):
+    """The steps of :func:`numpy_steps`, updating its arrays in place.
 
     Every array may carry leading batch dimensions (one task per index; ``masks`` then
-    ``(steps, *batch, rows, hidden)``): :mod:`gnn_cml.meta.batched_runs` runs many runs'
+    ``(steps, *batch, rows, hidden)``): :mod:`gnn_cml.meta.fast` runs many runs'
     tasks through this same loop at once.
     """
     import numpy as np

@@ -161,7 +161,7 @@ class MAML(MetaLearner):
         """
         adapted, fixed = self.split_params(params)
         steps = self.inner_steps if steps is None else steps
-        if not create_graph and closed_form.supported(self, adapted, inputs, cond, functional):
+        if not create_graph and closed_form.applies(self, adapted, inputs, cond, functional):
             dropout = self.encoder.dropout if (self.training and self.encoder.training) else 0.0
             return {**fixed, **closed_form.adapt(self, adapted, inputs, targets, cond, steps, self.inner_lr, dropout)}
         tracked = self._tracked_input(adapted, inputs, cond, steps)

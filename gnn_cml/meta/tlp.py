@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnn_cml import methods
+from gnn_cml.data.source import csr_tensor
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta.base import MetaLearner, TaskResult
 from gnn_cml.sampling.episodes import Episode
@@ -92,18 +93,6 @@ def pretrain_settings(cfg, graph_name: str = "") -> Dict:
 
 
 # --- the whole graph as torch tensors ----------------------------------------------------------
-def _torch_sparse(m: sp.spmatrix) -> torch.Tensor:
-    """A scipy matrix as a torch CSR tensor (``csr @ dense`` is differentiable in the dense operand;
-    faster than COO for the feature product in our measurements)."""
-    m = sp.csr_matrix(m, dtype=np.float32)
-    m.sort_indices()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), m.shape)
-
-
 def sym_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """``D^-1/2 (A + I) D^-1/2`` of a (possibly edge-dropped) graph, as GCNConv normalises it."""
     loops = torch.arange(num_nodes)
@@ -139,8 +128,8 @@ class FullGraph:
         rowsum = np.asarray(abs(x).sum(1)).reshape(-1)
         rowsum[rowsum == 0] = 1.0
         x = sp.diags(1.0 / rowsum).dot(x)  # NormalizeFeatures, as DGI and GRACE
-        self.x, self.xt = _torch_sparse(x), _torch_sparse(x.T)
-        self.adj = _torch_sparse(graph.adj)
+        self.x, self.xt = csr_tensor(x), csr_tensor(x.T)
+        self.adj = csr_tensor(graph.adj)
         a = graph.adj.tocoo()
         off = a.row != a.col
         self.edge_index = torch.from_numpy(np.vstack([a.col[off], a.row[off]]).astype(np.int64))
@@ -204,12 +193,36 @@ def training_labels(y, train_classes: Sequence[int]):
     return torch.from_numpy(nodes), torch.from_numpy(np.searchsorted(classes, y[nodes])).long()
 
 
-def _epochs_bar(total: int, desc: str, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+class _EpochsProgress:
+    """Pretraining progress on stderr: a tqdm bar on a terminal; elsewhere (a pipe, a log file)
+    plain lines without carriage returns, one at the start, one every 30 s at most, one at the end."""
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    def __init__(self, total: int, desc: str, progress: bool):
+        from gnn_cml.engine.progress import Line, is_terminal  # lazy: progress is the engine's
+
+        self.total, self.desc, self.bar, self.line = total, desc, None, None
+        if not progress:
+            return
+        if is_terminal():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+        else:
+            self.line = Line(progress)
+            self.line.update(f"{desc} · epoch 0 (at most {total})", force=True)
+
+    def update(self, epoch: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+        elif self.line is not None:
+            self.line.update(f"{self.desc} · epoch {epoch} (at most {self.total}) · loss {loss:.4f}")
+
+    def close(self, epoch: int, loss: float, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.line is not None:
+            self.line.update(f"{self.desc} · done: {epoch} epochs in {seconds:.0f} s · loss {loss:.4f}", force=True)
 
 
 def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, train_labels=None,
@@ -273,7 +286,7 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     patience = settings.get("patience")
     best, best_state, bad, epoch, loss_value = math.inf, None, 0, 0, math.nan
-    bar = _epochs_bar(settings["epochs"], log_name, progress)
+    bar = _EpochsProgress(settings["epochs"], log_name, progress)
     model.train()
     for epoch in range(1, settings["epochs"] + 1):
         optimizer.zero_grad()
@@ -284,9 +297,7 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
                               f"and rerun with --overwrite")
         loss.backward()
         optimizer.step()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+        bar.update(epoch, loss_value)
         if patience:  # DGI: keep the lowest-loss encoder, stop after `patience` epochs without a new low
             if loss_value < best:
                 best, bad = loss_value, 0
@@ -295,13 +306,13 @@ def pretrain(settings: Dict, graph: FullGraph, seed: int, train_nodes=None, trai
                 bad += 1
                 if bad >= patience:
                     break
-    if bar is not None:
-        bar.close()
+    seconds = time.perf_counter() - start
+    bar.close(epoch, loss_value, seconds)
     if best_state is not None:
         encoder.load_state_dict(best_state)
     encoder.eval()
     info = {"epochs": epoch, "final_loss": loss_value, "best_loss": None if best == math.inf else best,
-            "seconds": time.perf_counter() - start}
+            "seconds": seconds}
     return encoder, info
 
 
@@ -432,6 +443,15 @@ class TLP(MetaLearner):
     @classmethod
     def check_config(cls, cfg) -> None:
         check_pretrained(cfg)
+    def plan(self) -> str:
+        """What each run does, for the experiment's header line."""
+        s = self.settings
+        how = {"dgi": "Deep Graph Infomax", "grace": "GRACE (contrastive views)",
+               "supervised": "cross-entropy on the training classes' labels"}.get(s["pretrain"], s["pretrain"])
+        stop = f", stops after {s['patience']} without a lower loss" if s.get("patience") else ""
+        return (f"each run pretrains a GCN with {how} (at most {s['epochs']} epochs{stop}), then fits "
+                f"one logistic probe per test task on its support nodes (C = {self.probe_c:g}); no meta-training, "
+                f"no validation")
 
     def __init__(self, settings: Dict, graph, ways: int, probe_c: float = 1.0, probe_solver: str = "torch",
                  probe_scale: str = "minmax"):
@@ -463,13 +483,20 @@ class TLP(MetaLearner):
 
     # --- the experiment's fit/evaluate path ----------------------------------------------------
     def fit(self, task, run_dir: Path, seed: int, resume: bool = False, progress: bool = True,
-            log_name: str = "") -> Dict:
-        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record."""
-        log_name = f"{METHOD.name}-{self.settings['pretrain']} {log_name}".strip()
-        from gnn_cml.engine import distributed as dist
-        from gnn_cml.engine.checkpoint import load_checkpoint, save_checkpoint
+            log_name: str = "", files=None) -> Dict:
+        """Pretrain (or, with ``resume``, reload ``run_dir/encoder.pt``); returns the run's record.
 
+        Args:
+            files: the run folder's checkpoint reader/writer (``load(path)``, ``save(path, state)``;
+                the experiment passes :class:`gnn_cml.engine.checkpoint.RunFiles`). Without it
+                nothing is read or written: the encoder is pretrained in memory.
+        """
         path = Path(run_dir) / "encoder.pt"
+        if files is None:
+            if resume or task.cfg.option("pretrained"):
+                raise GnnCmlError("resuming or reusing a pretrained encoder needs the run folder's files: "
+                                  "pass files=RunFiles()")
+        save = files.save if files is not None else (lambda *args: None)
         source = path if resume and path.exists() else None
         shared = check_pretrained(task.cfg)
         if source is None and shared is not None:
@@ -478,7 +505,7 @@ class TLP(MetaLearner):
                 raise GnnCmlError(f"--pretrained {shared} has no {Path(run_dir).name}/encoder.pt: finish that run "
                                   f"first (gnn-cml train --resume --out {shared}) or drop --pretrained")
         if source is not None:
-            saved = load_checkpoint(source)
+            saved = files.load(source)
             try:
                 self.load_state_dict(saved["encoder"])
                 info = dict(saved["pretrain"])
@@ -486,10 +513,12 @@ class TLP(MetaLearner):
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
                 raise GnnCmlError(f"{source} does not hold this run's encoder ({first}): delete it to pretrain "
                                   f"again, or use --overwrite") from None
-            if progress:
-                print(f"{log_name}: reusing the pretrained encoder in {source}", flush=True)
-            if source != path and dist.is_main():  # the run keeps its own copy
-                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            if progress:  # stderr: stdout holds only the JSON summary
+                from gnn_cml.engine.progress import status
+
+                status(f"{log_name}: reusing the pretrained encoder in {source}")
+            if source != path:  # the run keeps its own copy
+                save(path, {"encoder": self.state_dict(), "pretrain": info})
             info["reused"] = True
         else:
             nodes = labels = None
@@ -499,8 +528,7 @@ class TLP(MetaLearner):
                                      log_name=f"{log_name} pretrain")
             self.encoder.load_state_dict(encoder.state_dict())
             self._z = None
-            if dist.is_main():
-                save_checkpoint(path, {"encoder": self.state_dict(), "pretrain": info})
+            save(path, {"encoder": self.state_dict(), "pretrain": info})
             info = dict(info, reused=False)
         return {"pretrain": self.settings["pretrain"], "pretrain_settings": self.settings,
                 "pretrain_seconds": info["seconds"], "pretrain_epochs": info["epochs"],

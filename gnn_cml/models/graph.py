@@ -9,7 +9,6 @@ per graph; encoders slice the rows an episode needs into small dense
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -18,6 +17,7 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.data import Data
 
+from gnn_cml.data.source import csr_tensor
 from gnn_cml.errors import require
 
 # Row blocks larger than this many dense entries are kept sparse (gather/scatter spmm).
@@ -77,14 +77,6 @@ class _SparseRowsMatmul(torch.autograd.Function):
         return ctx.block._sparse_product(grad, not ctx.transpose), None, None
 
 
-def _torch_csr(m: sp.csr_matrix) -> torch.Tensor:
-    with warnings.catch_warnings():  # "CSR support is in beta" / "invariant checks disabled" notices
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data.astype(np.float32)), m.shape)
-
-
 @dataclass
 class RowBlock:
     """Rows of a parameter-free matrix, dense or as COO parts; ``@ W`` is differentiable
@@ -113,7 +105,7 @@ class RowBlock:
         cache = self.__dict__.setdefault("_device_csr", {})
         key = (transpose, w.device, w.dtype)
         if key not in cache:
-            cache[key] = _torch_csr(self.host.T.tocsr() if transpose else self.host).to(w.device, w.dtype)
+            cache[key] = csr_tensor(self.host.T.tocsr() if transpose else self.host).to(w.device, w.dtype)
         return torch.sparse.mm(cache[key], w)
 
     def to_dense(self) -> torch.Tensor:

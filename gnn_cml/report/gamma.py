@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from gnn_cml import methods as registry
-from gnn_cml.config import resolve
-from gnn_cml.data import graph_info, load_graph
 from gnn_cml.errors import GnnCmlError, require
-from gnn_cml.report.paired import finite, pair_runs, t_interval
-from gnn_cml.report.table3 import PAPER_SPLIT_SEED, add_output_arguments, QUICK, _fmt, _p, _signed, run_arm, shared_task_file
+from gnn_cml.experiments.paired import finite, pair_runs, t_interval
+from gnn_cml.engine.metrics import fmt_mean_ci, fmt_number, fmt_p
+from gnn_cml.experiments.grid import PAPER_SPLIT_SEED, run_gamma_grid
+from gnn_cml.report.table3 import QUICK_BANNER, add_output_arguments, method_colour
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -46,49 +46,29 @@ def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS
               runs: int = DEFAULT_RUNS, ways: int = 2, shots: int = 5, split_seed: int = PAPER_SPLIT_SEED,
               quick: bool = False, resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None,
               seed: int = 0, progress: bool = True) -> Tuple[List[GammaRow], List[Tuple[str, str]]]:
-    """Train every (graph, method, gamma) with the same seeds and test tasks; returns rows and skipped graphs.
-
-    gamma = 0 is run as the base learner (CML off): with gamma = 0 the co-learner adds nothing to the
-    meta-gradient, and the engine tests check that this is the same computation. Every other gamma is
-    paired with it run by run (same initial weights, episodes and test tasks).
-    Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>_gamma<g>/}``.
-    """
-    out = Path(out)
-    require(0.0 in [float(g) for g in gammas], "--gammas must include 0 (the paired reference)")
-    require(all(g >= 0 for g in gammas), f"--gammas must be >= 0, got {list(gammas)}")
-    gammas = sorted(set(float(g) for g in gammas))
+    """Run the sweep (:func:`gnn_cml.experiments.grid.run_gamma_grid`); returns its rows (each gamma paired
+    with gamma = 0 of its graph and method) and the skipped graphs."""
+    arms, skipped = run_gamma_grid(graphs, out, methods, gammas, runs, ways, shots, split_seed, quick, resume,
+                                   overwrite, data_root, seed, progress)
     rows: List[GammaRow] = []
-    skipped: List[Tuple[str, str]] = []
-    for g in graphs:
-        name = graph_info(g).name
-        try:
-            load_graph(name, data_root)
-        except GnnCmlError as exc:
-            skipped.append((name, str(exc)))
-            continue
-        where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
-        for method in methods:
-            base = None
-            for gamma in gammas:
-                overrides = dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2,
-                                 ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
-                                 data_root=data_root, **(QUICK if quick else {}))
-                cfg = resolve(overrides)
-                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
-                res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
-                accs = res["test_accuracy"]["runs"]
-                t = t_interval(accs)
-                if base is None:
-                    base = res
-                st = pair_runs(base, res)
-                rows.append(GammaRow(name, f"{ways}-way {shots}-shot", method, gamma, len(accs), t["mean"], t["ci95"],
-                                     st["delta"], st["delta_ci95"], st["delta_low"], st["delta_high"],
-                                     st["wilcoxon_p"], st["flags"], finite(res.get("wall_time_s"))))
+    base = {}
+    for arm in arms:
+        res = arm.results
+        base.setdefault((arm.graph, arm.method), res)  # the first (gamma = 0) arm of each graph and method
+        accs = res["test_accuracy"]["runs"]
+        t = t_interval(accs)
+        st = pair_runs(base[(arm.graph, arm.method)], res)
+        gamma = float(res["gamma"])  # 0.0 for the base learner (CML off)
+        rows.append(GammaRow(arm.graph, f"{arm.ways}-way {arm.shots}-shot", arm.method, gamma, len(accs), t["mean"],
+                             t["ci95"], st["delta"], st["delta_ci95"], st["delta_low"], st["delta_high"],
+                             st["wilcoxon_p"], st["flags"], finite(res.get("wall_time_s"))))
     return rows, skipped
 
 
-def write_reports(rows: List[GammaRow], skipped: List[Tuple[str, str]], out: Path, command: str) -> List[Path]:
-    """Write gamma.md, gamma.csv, gamma.json and gamma.png to ``out``."""
+def write_reports(rows: List[GammaRow], skipped: List[Tuple[str, str]], out: Path, command: str,
+                  split_seed: int = PAPER_SPLIT_SEED, seed: int = 0, quick: bool = False) -> List[Path]:
+    """Write gamma.md, gamma.csv, gamma.json and gamma.png to ``out`` (``split_seed``, ``seed``: the class
+    split's and the runs' seeds, named in gamma.md; ``quick``: a smoke run, bannered everywhere)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cols = ["graph", "setting", "method", "gamma", "runs", "mean", "ci95", "delta", "delta_ci95", "delta_low",
@@ -97,67 +77,88 @@ def write_reports(rows: List[GammaRow], skipped: List[Tuple[str, str]], out: Pat
         w = csv.writer(fh)
         w.writerow(cols)
         for r in rows:
-            w.writerow([r.graph, r.setting, r.method, f"{r.gamma:g}", r.runs, _fmt(r.mean), _fmt(r.ci95), _fmt(r.delta),
-                        _fmt(r.delta_ci95), _fmt(r.delta_low), _fmt(r.delta_high), _p(r.wilcoxon_p),
-                        ";".join(r.flags), _fmt(r.wall_time_s, 1)])
-    payload = {"command": command, "rows": [asdict(r) for r in rows],
+            w.writerow([r.graph, r.setting, r.method, f"{r.gamma:g}", r.runs, fmt_number(r.mean), fmt_number(r.ci95), fmt_number(r.delta),
+                        fmt_number(r.delta_ci95), fmt_number(r.delta_low), fmt_number(r.delta_high), fmt_p(r.wilcoxon_p),
+                        ";".join(r.flags), fmt_number(r.wall_time_s, 1)])
+    payload = {"command": command, "split_seed": split_seed, "seed": seed, "quick": quick,
+               "rows": [asdict(r) for r in rows],
                "skipped": [{"graph": g, "reason": why} for g, why in skipped]}
     from gnn_cml.engine.checkpoint import write_json  # strict JSON (NaN -> null), written atomically
 
     write_json(out / "gamma.json", payload)
-    lines = ["# CML gamma sweep (test accuracy, %)", "", f"Command: `{command}`", "",
+    split_text = f"class split seed {split_seed}" + (" (the paper's)" if split_seed == PAPER_SPLIT_SEED else "")
+    lines = ["# CML gamma sweep (test accuracy, %)", ""] + ([f"**{QUICK_BANNER}**", ""] if quick else []) + [
+             f"Command: `{command}`", "",
              "gamma = 0 is the base learner (CML off). Every gamma shares the seeds and fixed test tasks of "
              "gamma = 0, so Δ is paired run by run: mean Δ ± paired-t 95% CI (df = runs − 1) and the two-sided "
-             "Wilcoxon signed-rank p-value. Accuracy: mean ± Student-t 95% CI over runs. One class split "
-             "(seed given in the command; 1234 is the paper's).", "",
+             f"Wilcoxon signed-rank p-value. Accuracy: mean ± Student-t 95% CI over runs. One class split: "
+             f"{split_text}; run seed {seed} (each run derives its own from it).", "",
              "| graph | setting | method | gamma | runs | accuracy | Δ vs gamma 0 ± paired CI | Wilcoxon p | flags |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        delta = "(reference)" if r.gamma == 0 else _signed(r.delta, r.delta_ci95)
+        delta = "(reference)" if r.gamma == 0 else fmt_mean_ci(r.delta, r.delta_ci95, signed=True)
         lines.append(f"| {r.graph} | {r.setting} | {r.method} | {r.gamma:g} | {r.runs} | "
-                     f"{_fmt(r.mean)} ± {_fmt(r.ci95)} | {delta} | {'-' if r.gamma == 0 else _p(r.wilcoxon_p)} | "
+                     f"{fmt_number(r.mean)} ± {fmt_number(r.ci95)} | {delta} | {'-' if r.gamma == 0 else fmt_p(r.wilcoxon_p)} | "
                      f"{', '.join(f for f in r.flags if r.gamma != 0)} |")
     if skipped:
         lines += ["", "Skipped graphs:", ""] + [f"- {g}: {why}" for g, why in skipped]
     (out / "gamma.md").write_text("\n".join(lines) + "\n")
     paths = [out / "gamma.md", out / "gamma.csv", out / "gamma.json"]
     if rows:
-        paths.append(plot(rows, out / "gamma.png"))
+        paths.append(plot(rows, out / "gamma.png", quick))
     return paths
 
 
-def plot(rows: List[GammaRow], path: Path) -> Path:
-    """Per graph: accuracy vs gamma (top) and paired Δ vs gamma = 0 with its CI (bottom), one line per method."""
+def plot(rows: List[GammaRow], path: Path, quick: bool = False) -> Path:
+    """Per graph: accuracy vs gamma (top) and paired Δ vs gamma = 0 with its CI (bottom), one line per method,
+    on a symlog gamma axis (linear below 0.05, logarithmic above: gamma = 0 has a place)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import offset_copy
 
     graphs = list(dict.fromkeys((r.graph, r.setting) for r in rows))
     fig, axes = plt.subplots(2, len(graphs), figsize=(4.5 * len(graphs), 6), squeeze=False, sharex=True)
     for j, (graph, setting) in enumerate(graphs):
         top, bottom = axes[0][j], axes[1][j]
-        for k, method in enumerate(dict.fromkeys(r.method for r in rows)):
+        methods = list(dict.fromkeys(r.method for r in rows))
+        gammas = sorted({r.gamma for r in rows if r.graph == graph and r.setting == setting})
+        for k, method in enumerate(methods):
             got = sorted((r for r in rows if r.graph == graph and r.method == method), key=lambda r: r.gamma)
             if not got:
                 continue
-            xs = [i + 0.08 * (k - 0.5) for i in range(len(got))]  # categorical gamma axis (0 cannot be logged)
-            top.errorbar(xs, [r.mean for r in got], yerr=[r.ci95 or 0 for r in got], fmt="o-", capsize=3, label=method)
-            d = [r.delta if r.delta is not None else float("nan") for r in got]
-            lo = [(r.delta - r.delta_low) if r.delta_low is not None else 0 for r in got]
-            hi = [(r.delta_high - r.delta) if r.delta_high is not None else 0 for r in got]
-            bottom.errorbar(xs, d, yerr=[lo, hi], fmt="o-", capsize=3, label=method)
-            labels = [f"{r.gamma:g}" for r in got]
+            xs = [r.gamma for r in got]
+            colour = method_colour(method)
+            for ax, ys, err in ((top, [r.mean for r in got], [r.ci95 or 0 for r in got]),
+                                (bottom, [r.delta if r.delta is not None else float("nan") for r in got],
+                                 [[(r.delta - r.delta_low) if r.delta_low is not None else 0 for r in got],
+                                  [(r.delta_high - r.delta) if r.delta_high is not None else 0 for r in got]])):
+                # methods side by side: a few points apart on the page, the same gamma on the axis
+                shift = offset_copy(ax.transData, fig=fig, x=5 * (k - (len(methods) - 1) / 2), y=0, units="points")
+                ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=method, color=colour, transform=shift)
+                lo, hi = (err, err) if not isinstance(err[0], list) else err
+                ax.update_datalim([(x, y - e) for x, y, e in zip(xs, ys, lo) if y == y] +
+                                  [(x, y + e) for x, y, e in zip(xs, ys, hi) if y == y])  # a shifted line is not counted
+        for ax in (top, bottom):
+            ax.set_xscale("symlog", linthresh=0.05, linscale=0.5)
+            ax.set_xticks(gammas)
+            ax.set_xticklabels([f"{g:g}" for g in gammas])
+            ax.minorticks_off()
+            ax.autoscale_view()
+            ax.set_xlim(-0.02, max(gammas) * 1.4 if max(gammas) > 0 else 1)
         bottom.axhline(0, color="grey", lw=1, ls="--")
-        bottom.set_xticks(range(len(labels)))
-        bottom.set_xticklabels(labels)
-        bottom.set_xlabel("gamma")
+        bottom.set_xlabel("gamma (symlog scale: linear below 0.05, log above)")
         top.set_title(f"{graph} {setting}", fontsize=10)
         top.set_ylabel("test accuracy (%) ± 95% CI")
         bottom.set_ylabel("Δ vs gamma 0 (points) ± paired CI")
-        top.legend(fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if quick:
+        fig.suptitle(QUICK_BANNER, fontsize=9, color="firebrick")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.legend(handles, names, fontsize=8, ncol=len(names), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               frameon=False)  # below the panels: it hides no point
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -197,7 +198,7 @@ def run(args) -> int:
                               progress=not args.no_progress)
     command = ("gnn-cml reproduce gamma " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce gamma"
-    paths = write_reports(rows, skipped, args.out, command)
+    paths = write_reports(rows, skipped, args.out, command, args.split_seed, args.seed, args.quick)
     print((Path(args.out) / "gamma.md").read_text())
     for path in paths:
         print(path)

@@ -1,6 +1,7 @@
 """Episodic N-way K-shot Q-query task sampling and fixed task sets."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,3 +183,14 @@ class ResampledTasks:
 
     def set_state(self, state: Dict) -> None:
         self.sampler.set_state(state)
+
+
+def tasks_digest(tasks) -> str:
+    """SHA-256 of a TaskSet's node ids, labels and classes (file-format and timestamp independent)."""
+    h = hashlib.sha256()
+    for e in tasks:
+        for t in (e.support, e.support_y, e.query, e.query_y, e.classes):
+            a = np.ascontiguousarray(t.numpy() if t is not None else np.zeros(0), dtype=np.int64)
+            h.update(str(a.shape).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import random
 
@@ -117,3 +117,31 @@ def distinct_split_seeds(classes, counts: Sequence[int], n: int, first: int = 12
                 return seeds
     raise GnnCmlError(f"only {len(seeds)} distinct test-class sets found in {max_tries} seeds from {first}: "
                       f"ask for at most {len(seeds)} split seeds")
+
+
+def default_split(data, seed: int = 1234, counts: Optional[Sequence[int]] = None,
+                  rule: str = "reference") -> "ClassSplit":
+    """The paper-default class split of ``data`` (or one from explicit ``counts``).
+
+    Graphs with an upstream split (GPN sets, or a user ``.npz`` that carries
+    ``train_classes``/``test_classes``) keep it and draw validation classes from the
+    training classes; the others use a seeded random split by ``rule`` (default: the
+    reference code's ``np.random.choice`` rule, see :meth:`ClassSplit.from_counts`).
+    """
+    from gnn_cml.data.registry import GRAPHS
+
+    upstream = getattr(data, "train_classes", None) is not None and getattr(data, "test_classes", None) is not None
+    if getattr(data, "val_classes", None) is not None and upstream and counts is None:
+        return ClassSplit(data.train_classes.tolist(), data.val_classes.tolist(), data.test_classes.tolist())
+    info = GRAPHS.get(getattr(data, "name", ""), None)
+    if upstream:
+        num_val = counts[1] if counts is not None else (info.split[1] if info else max(1, len(data.train_classes) // 4))
+        return ClassSplit.from_upstream(data.train_classes.tolist(), data.test_classes.tolist(), num_val, seed)
+    if counts is None:
+        if info is not None:
+            counts = info.split
+        else:
+            c = int(data.num_classes)
+            require(c >= 3, f"graph has {c} classes; few-shot splits need at least 3 (train, val, test)")
+            counts = (c - 2 * (c // 3), c // 3, c // 3)
+    return ClassSplit.from_counts(int(data.num_classes), counts, seed, rule)

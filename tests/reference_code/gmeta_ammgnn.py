@@ -4,7 +4,7 @@ The reference scripts (TLP-FSNC, ``Meta-learning/G-Meta/train_G-Meta.py`` and
 ``Meta-learning/AMM-GNN/train_AMM.py`` with ``base_model_SSL.py``) are written in our
 own words here, operation for operation, so that tests and speed benchmarks can check
 gnn-cml's learners against them on real data: same weights, same episode, same query
-loss and meta-gradients. Nothing in the library calls this module; it is slow on
+loss and meta-gradients. It is test-only (not installed with gnn-cml); it is slow on
 purpose (a Python loop over nodes, a dense GCN per subgraph, a full-graph GCN per
 inner step, one ``torch.autograd.grad`` per step), as the reference is.
 

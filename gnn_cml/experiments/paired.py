@@ -13,7 +13,6 @@ that makes a number unreliable or missing is named in ``flags``:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -146,17 +145,6 @@ def contains(value: Optional[float], low: Optional[float], high: Optional[float]
     if value is None or low is None or high is None:
         return None
     return bool(low <= value <= high)
-
-
-def tasks_digest(tasks) -> str:
-    """SHA-256 of a TaskSet's node ids, labels and classes (file-format and timestamp independent)."""
-    h = hashlib.sha256()
-    for e in tasks:
-        for t in (e.support, e.support_y, e.query, e.query_y, e.classes):
-            a = np.ascontiguousarray(t.numpy() if t is not None else np.zeros(0), dtype=np.int64)
-            h.update(str(a.shape).encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
 
 
 # -- pairing two results.json -----------------------------------------------------------------

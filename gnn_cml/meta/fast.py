@@ -1,4 +1,13 @@
-"""Many independent runs of one graph learner as one computation (``gnn-cml train --runs R``).
+"""The fast path, public face: the closed-form inner loop's eligibility and many runs as one computation.
+
+- :func:`why_not_closed_form` (from :mod:`gnn_cml.meta.closed_form`, the kernel that
+  :meth:`MAML.adapt` uses for first-order steps) and :func:`why_not_batched` name why a learner
+  does not take the fast path (``None``: it does); the method registry's ``fast_path`` declares
+  whether a method may take it at all (``gnn_cml/methods.py``);
+- :func:`prepare_task`, :func:`stacked_parameters` and :func:`batched_forward` run R runs' tasks
+  at once (:mod:`gnn_cml.engine.batched` drives them).
+
+Batched runs (``gnn-cml train --runs R``):
 
 R runs of the paper protocol differ in their weights, episodes and random draws, not in the
 computation, and one run's task is too small to keep a CPU core busy: most of its time is
@@ -8,7 +17,7 @@ validation and test tasks) go through one computation:
 - each task is prepared per run exactly as :meth:`MAML.forward` would (episode rows, AMM-GNN's
   random node sets and dropout masks drawn from the run's seeded generator in the same order);
 - the first-order inner loops of all tasks run as one batched closed-form loop
-  (:func:`gnn_cml.meta.closed_form._numpy_loop` on arrays with a leading task dimension,
+  (:func:`gnn_cml.meta.closed_form.numpy_loop` on arrays with a leading task dimension,
   zero-padded to the largest task: a padded row meets only zero columns of ``P``, so it changes
   no output and no gradient);
 - the query pass, the co-learner (``torch.func.vmap`` over the runs' stacked co-learner
@@ -17,7 +26,7 @@ validation and test tasks) go through one computation:
   parameters' ``.grad`` and each run keeps its own optimiser, early stopping and best state.
 
 Supported: MAML on a GCN, G-Meta (subgraph GCN) and AMM-GNN (reference modulation), each
-optionally with CML, in the first-order protocol; :func:`unsupported` names why anything else
+optionally with CML, in the first-order protocol; :func:`why_not_batched` names why anything else
 falls back to training runs one after another. ``tests/test_batched_runs.py`` checks that
 batched runs equal the same runs trained alone.
 """
@@ -33,10 +42,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from gnn_cml.meta import closed_form
+from gnn_cml.meta.closed_form import adapt as closed_form_adapt, why_not as why_not_closed_form  # noqa: F401
 from gnn_cml.meta.ammgnn import AMMGNN
 from gnn_cml.meta.cml import CML
 from gnn_cml.meta.maml import MAML
-from gnn_cml.models.encoders import ACTIVATIONS, GCN, SubgraphGCN, stack_csr_parts
+from gnn_cml.models.encoders import SubgraphGCN, stack_csr_parts
 from gnn_cml.models.graph import RowBlock
 from gnn_cml.sampling.episodes import Episode
 
@@ -54,8 +64,9 @@ def _parts(learner) -> Tuple[MAML, Optional[CML]]:
     return (learner.learner, learner) if isinstance(learner, CML) else (learner, None)
 
 
-def unsupported(learner) -> Optional[str]:
-    """Why ``learner``'s runs cannot be batched (``None`` when they can)."""
+def why_not_batched(learner) -> Optional[str]:
+    """Why ``learner``'s runs cannot be trained as one batched computation (``None`` when they can):
+    the closed form's conditions (:func:`why_not_closed_form`) plus what the batched code covers."""
     base, _ = _parts(learner)
     if type(base) not in (MAML, AMMGNN):
         return f"{type(base).__name__} is not a MAML-style learner"
@@ -63,18 +74,7 @@ def unsupported(learner) -> Optional[str]:
         return f"AMM-GNN modulation '{base.modulation}' (only 'reference')"
     if not base.first_order:
         return "second-order inner loops (only the first-order paper protocol)"
-    if not base.fast_inner or base.task_loss is not F.cross_entropy:
-        return "the closed-form inner loop is off or the loss is not cross-entropy"
-    enc = base.encoder
-    if not (isinstance(enc, (GCN, SubgraphGCN)) and enc.num_layers == 2 and enc.act is ACTIVATIONS["relu"]
-            and enc.out_act is ACTIVATIONS["none"]):
-        return "only 2-layer GCN / subgraph-GCN encoders with ReLU and no output activation"
-    if set(base.adapt_prefixes) != {"net.encoder.", "net.head."}:
-        return "only learners that adapt the whole encoder and head"
-    names = {k for k, _ in base.named_parameters() if k.startswith("net.")}
-    if names != set(closed_form.KEYS):
-        return "only a linear head on the encoder"
-    return None
+    return why_not_closed_form(base)
 
 
 @dataclass
@@ -151,8 +151,8 @@ def graph_inputs(learner, episode: Episode):
         if support is not None:
             return (*support, *_subgraph_side(enc, episode.query.numpy()))
     support_in, query_in = base.inputs(episode)
-    return (support_in["x"], closed_form._propagation(enc, support_in, torch.float32),
-            query_in["x"], closed_form._propagation(enc, query_in, torch.float32))
+    return (support_in["x"], closed_form.propagation(enc, support_in, torch.float32),
+            query_in["x"], closed_form.propagation(enc, query_in, torch.float32))
 
 
 def prepare_task(learner, episode: Episode, train: bool, inputs=None,
@@ -167,7 +167,7 @@ def prepare_task(learner, episode: Episode, train: bool, inputs=None,
     task = PreparedTask(x_s, prop_s, x_q, prop_q, episode.support_y, episode.query_y,
                         shared=shared if shared is not None else ({} if not train else None))
     if isinstance(base, AMMGNN):
-        task.amm_rows = base._task_features(episode).transpose(1, 2).to(dtype)
+        task.amm_rows = base.task_features(episode).transpose(1, 2).to(dtype)
     enc = base.encoder
     dropout = enc.dropout if train and base.training and enc.training else 0.0
     if base.inner_steps > 0:
@@ -418,7 +418,7 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
                 parts = [a[bucket] for a in (w2n, b2n, whn, bhn)]
                 coef_b = np.zeros_like(z)
                 with np.errstate(all="ignore"):  # divergence shows up as a non-finite loss, reported by the Trainer
-                    closed_form._numpy_loop(z, gram.numpy(), prop, np.ascontiguousarray(np.swapaxes(prop, -1, -2)),
+                    closed_form.numpy_loop(z, gram.numpy(), prop, np.ascontiguousarray(np.swapaxes(prop, -1, -2)),
                                             np.eye(ways, dtype=z.dtype)[support_y], 1.0 / support_y.shape[1],
                                             *parts, masks, steps, lr, coef_b)
                 coef[bucket, :nb] = coef_b
@@ -477,5 +477,5 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
     return {"loss": loss, "logits": logits, "targets": query_y}
 
 
-__all__ = ["EVAL_CHUNK", "PreparedTask", "batched_forward", "graph_inputs", "prepare_task", "stacked_parameters",
-           "unsupported"]
+__all__ = ["EVAL_CHUNK", "PreparedTask", "batched_forward", "closed_form_adapt", "graph_inputs", "prepare_task",
+           "stacked_parameters", "why_not_batched", "why_not_closed_form"]
