@@ -48,10 +48,10 @@ def bench(graph_name, shots, args, cache):
     import torch
 
     from gnn_cml.config import resolve
-    from gnn_cml.data import default_split, load_graph
+    from gnn_cml.data import load_graph
     from gnn_cml.meta.factory import build_learner
     from gnn_cml.models import PreparedGraph
-    from gnn_cml.sampling import EpisodeSampler
+    from gnn_cml.sampling import EpisodeSampler, default_split
     from reference_code import cosmic as ref
 
     if graph_name not in cache:
