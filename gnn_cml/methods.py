@@ -154,6 +154,7 @@ class Method:
 # Shared by the MAML-style graph methods: the reference code behind the paper's Table 3 (docs/protocol.md): reference class split, reference initialisation, no activation on
 # the GCN output and a first-order inner loop are the RunConfig defaults.
 _NO_INNER = "no inner loop to put in closed form"
+_UNSET = "unset outside its method"
 _TLP_OPTIONS = (
     Option("pretrain", "--method tlp: dgi (Deep Graph Infomax), grace (GRACE contrastive) or supervised (GCN "
                        "classifier on the training classes). Pretraining sees the whole graph's structure and "
@@ -247,6 +248,22 @@ BUILTIN: Tuple[Method, ...] = (
                     Option("egnn_layers", "--method teg: EGNN layers of the task embedder", "int", positive=True,
                            default_text="2")),
            why_not_fast=_NO_INNER),
+    # The authors' train.py: Adam 0.001, hidden 1024, PageRank subgraphs of 20 nodes, SupCon at 0.07, at most
+    # 10,000 episodes; no inner loop, no dropout (gnn_cml/meta/cosmic.py lists where code and paper differ).
+    Method("cosmic", "subgraph contrastive meta-learning with mix-up, a logistic probe per test task",
+           "gnn_cml.meta.cosmic:COSMIC", paper="Wang et al., KDD 2023",
+           defaults={"hidden": 1024, "lr": 0.001, "weight_decay": 0.0, "episodes": 10000, "inner_steps": 0,
+                     "dropout": 0.0, "subgraph_size": 20, "temperature": 0.07, "mixup": "reference"},
+           options=(Option("subgraph_size", "--method cosmic: nodes per personalised-PageRank subgraph", "int",
+                           positive=True, default_text=_UNSET),
+                    Option("temperature", "--method cosmic: temperature of the supervised contrastive loss",
+                           "float", positive=True, default_text=_UNSET),
+                    Option("mixup", "--method cosmic: reference (the authors' code: mixed subgraphs of 5 nodes "
+                                    "from each of up to 5 training classes as extra classes), pairs (ours: each "
+                                    "mixed subgraph its own support/extra pair, weights from the pair's "
+                                    "similarity) or none (the task's subgraphs only)",
+                           choices=("reference", "pairs", "none"), default_text=_UNSET)),
+           why_not_fast="no inner loop to put in closed form (a contrastive loss on the encoder)"),
 )
 
 _BY_NAME: Dict[str, Method] = {m.name: m for m in BUILTIN}

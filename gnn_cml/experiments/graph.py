@@ -359,8 +359,12 @@ def _start_run(task: GraphTask, run: int, run_dir: Path, resume: bool, progress:
     val_sampler = task.sampler("val", cfg.queries, derive_seed(seed, _STREAM["val"]))
     val = ResampledTasks(val_sampler, cfg.val_tasks) if cfg.val_resample else TaskSet.generate(val_sampler, cfg.val_tasks)
     hparams = {k: v for k, v in cfg.to_dict().items() if k not in ("data_root",)}
+    train_sampler = task.sampler("train", cfg.queries, derive_seed(seed, _STREAM["train"]))
+    use_training_nodes = getattr(learner, "use_training_nodes", None)  # learners that draw extra training nodes
+    if use_training_nodes is not None:
+        use_training_nodes(train_sampler.members)
     trainer = Trainer(
-        learner, task.sampler("train", cfg.queries, derive_seed(seed, _STREAM["train"])), val,
+        learner, train_sampler, val,
         TrainerConfig(episodes=cfg.episodes, meta_batch=cfg.meta_batch, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, val_every=cfg.val_every, patience=cfg.patience,
                       metric="accuracy", seed=seed, progress=progress),
