@@ -189,7 +189,10 @@ def test_readme_install_paths():
 def test_method_colours_are_one_per_learner():
     from gnn_cml.report.table3 import method_colour
 
-    bases = ["maml", "metagnn", "gmeta", "ammgnn", "protonet", "gpn", "tlp-dgi", "tlp-grace", "tlp-supervised"]
+    from gnn_cml import methods
+
+    bases = [m.name for m in methods.BUILTIN if not m.arms] + [a for m in methods.BUILTIN for a in m.arms]
+    assert {"maml", "gmeta", "ammgnn", "tlp-dgi", "tlp-grace", "tlp-supervised"} <= set(bases)
     assert len({method_colour(m) for m in bases}) == len(bases)
     for m in bases[:4]:
         variants = {method_colour(m), method_colour(m + "+cml"), method_colour(m + "+dagger")}

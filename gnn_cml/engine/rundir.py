@@ -208,6 +208,9 @@ def hold(root: Union[str, Path], exclusive: bool = True, create: bool = True, wh
         raise GnnCmlError(f"{what} {root} is in use by {_holder(root)}: wait for it to finish "
                           f"(or stop it), then rerun") from None
     _HELD[key] = [fd, 1, False]
+    if exclusive:  # a record left by a writer that was killed (a live one would hold the lock)
+        with contextlib.suppress(OSError):
+            (root / LOCK).unlink()
 
 
 def announce(root: Union[str, Path]) -> None:

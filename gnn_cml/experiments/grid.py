@@ -102,9 +102,16 @@ def run_arm(cfg, run_dir: Path, task_file: Path, resume: bool, overwrite: bool, 
     from gnn_cml.experiments.graph import run_experiment  # torch: imported when an arm runs
 
     done = Path(run_dir) / "results.json"
-    if resume and done.exists():
-        rundir.verify(run_dir)  # a finished arm is reused only if every file is as it was written
-        saved = load_results(done)
+    # An arm is finished once sealed by its manifest; one killed before that (or written before manifests
+    # existed) is resumed by run_experiment, which reports its finished runs and seals it.
+    if resume and done.exists() and (Path(run_dir) / rundir.MANIFEST).exists():
+        rundir.hold(run_dir)  # not while another process writes it; drops a killed writer's lock record
+        try:
+            rundir.remove_temp_files(run_dir)  # a writer killed while sealing the finished arm
+            rundir.verify(run_dir)  # a finished arm is reused only if every file is as it was written
+            saved = load_results(done)
+        finally:
+            rundir.release(run_dir)
         mine = cfg.to_dict()
         defaults = type(cfg)().to_dict()  # keys added after the arm was written hold their defaults
         if all(saved.get("config", {}).get(k, defaults.get(k)) == v for k, v in mine.items() if k not in EXECUTION_KEYS):

@@ -39,8 +39,10 @@ STUDY = {"graphs": "citeseer,cora", "methods": ",".join(BASE_METHODS), "shots": 
 # with named baseline arms by their arms, after them); +cml is a darker shade of its learner's hue, +dagger
 # a lighter one.
 _COLOUR_ORDER = tuple(m.name for m in registry.BUILTIN if not m.arms) + BASELINES
-_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf")
+# matplotlib's tab10, then the dark half of tab20b: 20 distinct hues before any repeats.
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39",
+            "#ad494a", "#a55194")
 
 
 def method_colour(name: str) -> Tuple[float, float, float]:
@@ -48,7 +50,7 @@ def method_colour(name: str) -> Tuple[float, float, float]:
     figure."""
     base, _, arm = name.partition("+")
     index = _COLOUR_ORDER.index(base) if base in _COLOUR_ORDER else len(_COLOUR_ORDER) + sum(map(ord, base))
-    rgb = [int(_TAB10[index % len(_TAB10)][k:k + 2], 16) / 255 for k in (1, 3, 5)]
+    rgb = [int(_PALETTE[index % len(_PALETTE)][k:k + 2], 16) / 255 for k in (1, 3, 5)]
     if arm == "cml":
         return tuple(0.6 * c for c in rgb)
     if arm:
