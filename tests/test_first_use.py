@@ -178,7 +178,7 @@ def test_readme_command_table_mentions_quick_for_the_long_benchmarks():
 def test_readme_install_paths():
     for text in ("https://download.pytorch.org/whl/cpu", "torch ≥ 2.1 already installed", "an NVIDIA GPU",
                  "pip install torch==2.13.0 -e . && GNN_CML_DATA=../shared/data gnn-cml train --config "
-                 "configs/citeseer.yaml", 'pip install torch==2.13.0 -e ".[test]" && GNN_CML_DATA=../shared/data '
+                 "configs/citeseer.yaml", 'pip install torch==2.13.0 -e ".[test,ray]" && GNN_CML_DATA=../shared/data '
                  "python3 -m pytest"):
         assert text in README
     assert "pins the CPU build" not in README
