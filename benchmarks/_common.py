@@ -196,3 +196,16 @@ def graph_shot_rows(args, bench) -> List[list]:
             rows.append(bench(graph_name.strip(), shots, args, cache))
             print(f"# {' '.join(rows[-1][:2])}: done", file=sys.stderr, flush=True)
     return rows
+
+
+def print_speed_table(args, bench, title: str, per_episode: str, reference_column: str, check_column: str) -> None:
+    """Set ``args.threads`` up, print the header lines (``title``, what one episode includes) and the
+    table of :func:`graph_shot_rows` (ours, the reference, speed-up, episode counts, the check)."""
+    setup(args.threads)
+    import torch
+
+    print(f"# {title}: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"# {per_episode}; medians of interleaved episodes; ms wall / cpu")
+    rows = graph_shot_rows(args, bench)
+    print(table(["graph", "setting", "ours ms/ep", reference_column, "speed-up", "episodes ours / ref", check_column],
+                rows))

@@ -23,9 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import (  # noqa: E402
-    episode_speed_arguments, graph_shot_rows, lap, machine, median_ms, setup, speed_row, table,
-)
+from _common import episode_speed_arguments, lap, median_ms, print_speed_table, speed_row  # noqa: E402
 
 TOL = 1e-5
 
@@ -126,15 +124,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes, args.reference_episodes = 8, 4
-    setup(args.threads)
-    import torch
-
-    print(f"# COSMIC episode speed: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
-    print("# per training episode (mix-up, subgraph batch, one-layer GCN (hidden 1024), SupCon, backward, Adam); "
-          "medians of interleaved episodes; ms wall / cpu")
-    rows = graph_shot_rows(args, bench)
-    print(table(["graph", "setting", "ours ms/ep", "reference ms/ep", "speed-up", "episodes ours / ref",
-                 "max |diff| (check)"], rows))
+    print_speed_table(args, bench, "COSMIC episode speed",
+                      "per training episode (mix-up, subgraph batch, one-layer GCN (hidden 1024), SupCon, backward, "
+                      "Adam)", "reference ms/ep", "max |diff| (check)")
     return 0
 
 

@@ -22,9 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test-only transcription
-from _common import (  # noqa: E402
-    ReplaySampler, episode_speed_arguments, graph_shot_rows, lap, machine, median_ms, setup, speed_row, table,
-)
+from _common import ReplaySampler, episode_speed_arguments, lap, median_ms, print_speed_table, speed_row  # noqa: E402
 
 TOL = 1e-5
 
@@ -118,15 +116,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes = 15
-    setup(args.threads)
-    import torch
-
-    print(f"# TEG episode speed: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
-    print("# per meta-training episode (episode rows, GCN, EGNN, both prototype losses, backward, Adam; dropout 0.5); "
-          "medians of interleaved episodes; ms wall / cpu")
-    rows = graph_shot_rows(args, bench)
-    print(table(["graph", "setting", "ours ms/ep", "transcription ms/ep", "speed-up", "episodes ours / ref",
-                 "max |diff| (float64 check)"], rows))
+    print_speed_table(args, bench, "TEG episode speed",
+                      "per meta-training episode (episode rows, GCN, EGNN, both prototype losses, backward, Adam; "
+                      "dropout 0.5)", "transcription ms/ep", "max |diff| (float64 check)")
     return 0
 
 

@@ -21,9 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import (  # noqa: E402
-    ReplaySampler, episode_speed_arguments, graph_shot_rows, lap, machine, median_ms, setup, speed_row, table,
-)
+from _common import ReplaySampler, episode_speed_arguments, lap, median_ms, print_speed_table, speed_row  # noqa: E402
 
 TOL = 1e-5
 
@@ -108,15 +106,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes, args.reference_episodes = 20, 5
-    setup(args.threads)
-    import torch
-
-    print(f"# TENT episode speed, paper protocol: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
-    print("# per meta-training episode (episode, subgraphs, forward, backward, Adam); medians of interleaved "
-          "episodes; ms wall / cpu")
-    rows = graph_shot_rows(args, bench)
-    print(table(["graph", "setting", "ours ms/ep", "transcription ms/ep", "speed-up", "episodes ours / ref",
-                 "max |diff| (float64 check)"], rows))
+    print_speed_table(args, bench, "TENT episode speed, paper protocol",
+                      "per meta-training episode (episode, subgraphs, forward, backward, Adam)",
+                      "transcription ms/ep", "max |diff| (float64 check)")
     return 0
 
 
