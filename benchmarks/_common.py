@@ -1,9 +1,11 @@
 """Helpers shared by the benchmark scripts: thread pinning, generated graphs, peak memory, tables."""
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -135,3 +137,75 @@ def table(header: Sequence[str], rows: List[Sequence[object]]) -> str:
 
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
                      + [line(r) for r in cells[1:]])
+
+
+class ReplaySampler:
+    """A sampler that hands out a fixed list of episodes in order (both sides get the same ones)."""
+
+    def __init__(self, episodes):
+        self.episodes, self.i = episodes, 0
+
+    def sample(self):
+        self.i += 1
+        return self.episodes[self.i - 1]
+
+    def get_state(self):
+        return {"i": self.i}
+
+
+def episode_speed_arguments(parser: argparse.ArgumentParser, episodes: int, episodes_help: str,
+                            reference_episodes: Optional[int] = None, reference_help: str = "") -> None:
+    """The options the per-episode speed benchmarks share: --graphs, --shots, --episodes,
+    --reference-episodes (when ``reference_episodes`` is given), --threads, --root, --seed."""
+    parser.add_argument("--graphs", default="citeseer,cora")
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    if reference_episodes is not None:
+        parser.add_argument("--reference-episodes", type=int, default=reference_episodes, help=reference_help)
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="threads for both sides (default $OMP_NUM_THREADS or 1)")
+    parser.add_argument("--root", help="data root (default $GNN_CML_DATA)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def lap(wall: float, cpu: float):
+    """Milliseconds (wall, CPU) since ``time.perf_counter()`` read ``wall`` and ``time.process_time()`` ``cpu``."""
+    return 1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)
+
+
+def median_ms(times: Sequence[Sequence[float]]):
+    """Median wall and median CPU milliseconds of ``(wall, cpu)`` laps."""
+    return tuple(statistics.median(t[k] for t in times) for k in (0, 1))
+
+
+def speed_row(ours, reference, ours_digits: int = 1, reference_digits: int = 1) -> List[str]:
+    """Table cells ``ours ms``, ``reference ms`` (``wall / cpu``) and the speed-up ``reference / ours``
+    from median ``(wall, cpu)`` pairs."""
+    return [f"{ours[0]:.{ours_digits}f} / {ours[1]:.{ours_digits}f}",
+            f"{reference[0]:.{reference_digits}f} / {reference[1]:.{reference_digits}f}",
+            f"{reference[0] / ours[0]:.1f}x / {reference[1] / ours[1]:.1f}x"]
+
+
+def graph_shot_rows(args, bench) -> List[list]:
+    """One row ``bench(graph, shots, args, cache)`` per graph of ``args.graphs`` and shot count of
+    ``args.shots`` (``cache``: shared across rows), each announced on stderr when done."""
+    rows: List[list] = []
+    cache: dict = {}
+    for graph_name in args.graphs.split(","):
+        for shots in (int(s) for s in args.shots.split(",")):
+            rows.append(bench(graph_name.strip(), shots, args, cache))
+            print(f"# {' '.join(rows[-1][:2])}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_speed_table(args, bench, title: str, per_episode: str, reference_column: str, check_column: str) -> None:
+    """Set ``args.threads`` up, print the header lines (``title``, what one episode includes) and the
+    table of :func:`graph_shot_rows` (ours, the reference, speed-up, episode counts, the check)."""
+    setup(args.threads)
+    import torch
+
+    print(f"# {title}: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"# {per_episode}; medians of interleaved episodes; ms wall / cpu")
+    rows = graph_shot_rows(args, bench)
+    print(table(["graph", "setting", "ours ms/ep", reference_column, "speed-up", "episodes ours / ref", check_column],
+                rows))

@@ -18,30 +18,17 @@ are extracted once per graph before timing, as in a run (the one-time cost is pr
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test-only reference transcription
-from _common import default_threads, machine, setup, table  # noqa: E402
+from _common import (  # noqa: E402
+    ReplaySampler, episode_speed_arguments, lap, machine, median_ms, setup, speed_row, table,
+)
 
 TOL = 1e-4
-
-
-class _Replay:
-    """A sampler that hands out a fixed list of episodes in order (both sides get the same ones)."""
-
-    def __init__(self, episodes):
-        self.episodes, self.i = episodes, 0
-
-    def sample(self):
-        self.i += 1
-        return self.episodes[self.i - 1]
-
-    def get_state(self):
-        return {"i": self.i}
 
 
 def build(graph_name, method, shots, data, graph, dropout=None):
@@ -135,8 +122,8 @@ def bench(graph_name, method, shots, args, cache):
     worst = check_equal(graph_name, method, shots, data, graph, episodes[0], adj, features)
 
     cfg, learner = build(graph_name, method, shots, data, graph)
-    trainer = Trainer(learner, _Replay(episodes), [], TrainerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                                    progress=False), tensorboard=False)
+    trainer = Trainer(learner, ReplaySampler(episodes), [],
+                      TrainerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, progress=False), tensorboard=False)
     leaves = (ref.reference_params(learner), ref.modulation_params(learner) if method == "ammgnn" else {})
     ref_opt = torch.optim.Adam(list(leaves[0].values()) + list(leaves[1].values()), lr=cfg.lr,
                                weight_decay=cfg.weight_decay)
@@ -145,20 +132,18 @@ def bench(graph_name, method, shots, args, cache):
         wall, cpu = time.perf_counter(), time.process_time()
         trainer.step()
         if i >= 1:  # the first step warms caches up
-            ours_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
+            ours_ms.append(lap(wall, cpu))
         if 1 <= i <= n_ref:
             sets = torch.stack([torch.from_numpy(np.random.default_rng([args.seed, i, j]).choice(
                 torch.cat([episode.support, episode.query]).numpy(), 10, replace=False)) for j in range(2)])
             wall, cpu = time.perf_counter(), time.process_time()
             reference_step(method, cfg, learner, leaves, ref_opt, adj, features, episode, sets)
-            ref_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
-    ours_wall, ours_cpu = (statistics.median(t[k] for t in ours_ms) for k in (0, 1))
-    ref_wall, ref_cpu = (statistics.median(t[k] for t in ref_ms) for k in (0, 1))
-    row = [graph_name, method, f"2-way {shots}-shot", f"{ours_wall:.2f} / {ours_cpu:.2f}",
-           f"{ref_wall:.1f} / {ref_cpu:.1f}", f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x"]
+            ref_ms.append(lap(wall, cpu))
+    ref = median_ms(ref_ms)
+    row = [graph_name, method, f"2-way {shots}-shot", *speed_row(median_ms(ours_ms), ref, 2, 1)]
     if args.batch_runs:
-        batched_wall, batched_cpu = batched_step(graph_name, method, shots, data, graph, split, args)
-        row += [f"{batched_wall:.2f} / {batched_cpu:.2f}", f"{ref_wall / batched_wall:.1f}x / {ref_cpu / batched_cpu:.1f}x"]
+        batched, _, speed_up = speed_row(batched_step(graph_name, method, shots, data, graph, split, args), ref, 2, 1)
+        row += [batched, speed_up]
     return row + [f"{len(ours_ms)} / {len(ref_ms)}", f"{worst:.1e}"]
 
 
@@ -183,23 +168,16 @@ def batched_step(graph_name, method, shots, data, graph, split, args):
     for _ in range(args.batched_episodes):
         wall, cpu = time.perf_counter(), time.process_time()
         batch.step()
-        times.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
-    return (statistics.median(t[k] for t in times) / args.batch_runs for k in (0, 1))
+        times.append(lap(wall, cpu))
+    return tuple(ms / args.batch_runs for ms in median_ms(times))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graphs", default="citeseer,cora")
+    episode_speed_arguments(parser, 40, "timed episodes of ours per cell", 10, "timed G-Meta reference episodes")
     parser.add_argument("--methods", default="gmeta,ammgnn")
-    parser.add_argument("--shots", default="1,5")
-    parser.add_argument("--episodes", type=int, default=40, help="timed episodes of ours per cell")
-    parser.add_argument("--reference-episodes", type=int, default=10, help="timed G-Meta reference episodes")
     parser.add_argument("--ammgnn-reference-episodes", type=int, default=3,
                         help="timed AMM-GNN reference episodes (each ~1-3 s)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="threads for both sides (default $OMP_NUM_THREADS or 1)")
-    parser.add_argument("--root", help="data root (default $GNN_CML_DATA)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-runs", type=int, default=20,
                         help="also time this many runs stepped as one batched computation (0: skip; default 20)")
     parser.add_argument("--batched-episodes", type=int, default=10, help="timed batched episodes per cell")

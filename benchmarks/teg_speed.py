@@ -16,30 +16,15 @@ dropout off must give the same loss and gradients on both sides (1e-5).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test-only transcription
-from _common import default_threads, machine, setup, table  # noqa: E402
+from _common import ReplaySampler, episode_speed_arguments, lap, median_ms, print_speed_table, speed_row  # noqa: E402
 
 TOL = 1e-5
-
-
-class _Replay:
-    """A sampler that hands out a fixed list of episodes in order (both sides get the same ones)."""
-
-    def __init__(self, episodes):
-        self.episodes, self.i = episodes, 0
-
-    def sample(self):
-        self.i += 1
-        return self.episodes[self.i - 1]
-
-    def get_state(self):
-        return {"i": self.i}
 
 
 def build(graph_name, shots, graph, dropout=None, seed=0):
@@ -95,8 +80,8 @@ def bench(graph_name, shots, args, cache):
     worst = check_equal(graph_name, shots, data, graph, episodes[0])
 
     cfg, learner = build(graph_name, shots, graph, seed=args.seed)
-    trainer = Trainer(learner, _Replay(episodes), [], TrainerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                                    progress=False), tensorboard=False)
+    trainer = Trainer(learner, ReplaySampler(episodes), [],
+                      TrainerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, progress=False), tensorboard=False)
     gcn, egnn, _ = ref.from_ours(learner, dropout=cfg.dropout)
     gcn.train()
     ref_opt = torch.optim.Adam(list(gcn.parameters()) + list(egnn.parameters()), lr=cfg.lr,
@@ -115,44 +100,25 @@ def bench(graph_name, shots, args, cache):
         wall, cpu = time.perf_counter(), time.process_time()
         trainer.step()
         if i >= 1:  # the first step warms caches up (Â X, GCNConv's cached normalisation)
-            ours_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
+            ours_ms.append(lap(wall, cpu))
         wall, cpu = time.perf_counter(), time.process_time()
         reference_step(episode)
         if i >= 1:
-            ref_ms.append((1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)))
-    ours_wall, ours_cpu = (statistics.median(t[k] for t in ours_ms) for k in (0, 1))
-    ref_wall, ref_cpu = (statistics.median(t[k] for t in ref_ms) for k in (0, 1))
-    return [graph_name, f"2-way {shots}-shot", f"{ours_wall:.2f} / {ours_cpu:.2f}", f"{ref_wall:.2f} / {ref_cpu:.2f}",
-            f"{ref_wall / ours_wall:.1f}x / {ref_cpu / ours_cpu:.1f}x", f"{len(ours_ms)} / {len(ref_ms)}",
-            f"{worst:.1e}"]
+            ref_ms.append(lap(wall, cpu))
+    return [graph_name, f"2-way {shots}-shot", *speed_row(median_ms(ours_ms), median_ms(ref_ms), 2, 2),
+            f"{len(ours_ms)} / {len(ref_ms)}", f"{worst:.1e}"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graphs", default="citeseer,cora")
-    parser.add_argument("--shots", default="1,5")
-    parser.add_argument("--episodes", type=int, default=60, help="timed episodes per side and cell")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="threads for both sides (default $OMP_NUM_THREADS or 1)")
-    parser.add_argument("--root", help="data root (default $GNN_CML_DATA)")
-    parser.add_argument("--seed", type=int, default=0)
+    episode_speed_arguments(parser, 60, "timed episodes per side and cell")
     parser.add_argument("--quick", action="store_true", help="15 episodes per cell")
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes = 15
-    setup(args.threads)
-    import torch
-
-    print(f"# TEG episode speed: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
-    print("# per meta-training episode (episode rows, GCN, EGNN, both prototype losses, backward, Adam; dropout 0.5); "
-          "medians of interleaved episodes; ms wall / cpu")
-    rows, cache = [], {}
-    for graph_name in args.graphs.split(","):
-        for shots in (int(s) for s in args.shots.split(",")):
-            rows.append(bench(graph_name.strip(), shots, args, cache))
-            print(f"# {' '.join(rows[-1][:2])}: done", file=sys.stderr, flush=True)
-    print(table(["graph", "setting", "ours ms/ep", "transcription ms/ep", "speed-up", "episodes ours / ref",
-                 "max |diff| (float64 check)"], rows))
+    print_speed_table(args, bench, "TEG episode speed",
+                      "per meta-training episode (episode rows, GCN, EGNN, both prototype losses, backward, Adam; "
+                      "dropout 0.5)", "transcription ms/ep", "max |diff| (float64 check)")
     return 0
 
 

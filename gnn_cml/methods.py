@@ -95,26 +95,9 @@ class Method:
         label_option: an own option whose value joins the method's name in labels and default run
             folders (``tlp-dgi``), so that its variants never share a folder.
 
-    Example::
+    Example (the ``tent`` entry of ``BUILTIN`` below shows one with its own options)::
 
-        Method("tent", "class-conditioned GCN + InfoNCE, as TLP-FSNC's script",
-           "gnn_cml.meta.tent:TENT", paper="TENT, Wang et al., KDD 2022",
-           # train_TENT.py: its dropout 0.2 is never applied (docs/methods/tent.md)
-           defaults={"backbone": "gcn", "inner_steps": 0, "lr": 0.05, "weight_decay": 5e-4, "hidden": 16,
-                     "dropout": 0.0, "episodes": 2000, "val_every": 50, "val_tasks": 20, "patience": 10,
-                     "tent_virtual_node": "reference", "tent_last_query": "twice", "tent_predict": "probe"},
-           options=(Option("tent_virtual_node", "--method tent: virtual-node feature of way i: reference (mean "
-                                                "embedding of the support nodes of ways 0..i, the script) or class "
-                                                "(way i's own support nodes, the paper)",
-                           choices=("reference", "class"), metavar="reference|class"),
-                    Option("tent_last_query", "--method tent: the last query's InfoNCE term counted twice (the "
-                                              "script) or once", choices=("twice", "once"), metavar="twice|once"),
-                    Option("tent_predict", "--method tent: validation/test prediction: probe (logistic regression "
-                                           "on the embedder's output, the script) or similarity (the most similar "
-                                           "class embedding, the paper)", choices=("probe", "similarity"),
-                           metavar="probe|similarity")),
-           adapts=True, cml=True, why_not_fast=_NO_INNER),
-    Method("protonet", "prototypical networks on a GCN", "gnn_cml.meta.prototypical:ProtoNet",
+        Method("protonet", "prototypical networks on a GCN", "gnn_cml.meta.prototypical:ProtoNet",
                paper="Snell et al., NeurIPS 2017", defaults={"lr": 0.005, "inner_steps": 0})
     """
 

@@ -360,30 +360,30 @@ def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gam
             skipped.append((name, str(exc)))
             continue
         names.append(name)
-    if executor is not None:  # every point as a unit on the executor; the loop below only reads them back
-        units = []
+
+    def points(overwrite: bool):
+        """Each (graph, method, gamma) in order, with its config, shared test-task file and run folder."""
         for name in names:
             where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
             for method in methods:
                 for gamma in gammas:
                     cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
                     task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
-                    units.append(Unit(f"{name} {ways}w{shots}s {method} gamma {gamma:g}", run_arm,
-                                      dict(cfg=cfg, run_dir=where / f"{method}_gamma{gamma:g}", task_file=task_file,
-                                           resume=resume, overwrite=overwrite, progress=progress),
-                                      retry_kwargs=dict(resume=True, overwrite=False)))
+                    yield name, method, gamma, cfg, task_file, where / f"{method}_gamma{gamma:g}"
+
+    if executor is not None:  # every point as a unit on the executor; the loop below only reads them back
+        units = [Unit(f"{name} {ways}w{shots}s {method} gamma {gamma:g}", run_arm,
+                      dict(cfg=cfg, run_dir=run_dir, task_file=task_file, resume=resume, overwrite=overwrite,
+                           progress=progress),
+                      retry_kwargs=dict(resume=True, overwrite=False))
+                 for name, method, gamma, cfg, task_file, run_dir in points(overwrite)]
         run_units(units, executor, out, progress)
         resume, overwrite = True, False
     else:
         clear_markers(out)  # left by a study with --jobs/--executor that was killed
-    for name in names:
-        where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
-        for method in methods:
-            for gamma in gammas:
-                cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
-                task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
-                res = run_arm(cfg, where / f"{method}_gamma{gamma:g}", task_file, resume, overwrite, progress)
-                arms.append(Arm(name, ways, shots, split_seed, f"{method}_gamma{gamma:g}", method,
-                                "cml" if gamma > 0 else "base", res))
+    for name, method, gamma, cfg, task_file, run_dir in points(overwrite):
+        res = run_arm(cfg, run_dir, task_file, resume, overwrite, progress)
+        arms.append(Arm(name, ways, shots, split_seed, f"{method}_gamma{gamma:g}", method,
+                        "cml" if gamma > 0 else "base", res))
     rundir.release(out)
     return arms, skipped
