@@ -47,10 +47,11 @@ def label(method: str, cml: bool) -> str:
 
 
 def arm_config(name: str, ways: int, shots: int, split_seed: int, arm: str, runs: int, quick: bool, data_root,
-               seed: int, given: Optional[Dict[str, str]] = None):
+               seed: int, given: Optional[Dict[str, str]] = None, setting: str = "transductive"):
     """The run config of one Table 3 arm: ``<method>``, ``<method>+cml`` or a baseline arm name
-    (``given``: arm names -> the --methods entries, e.g. a plugin's import path)."""
-    common = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed,
+    (``given``: arm names -> the --methods entries, e.g. a plugin's import path; ``setting``: what
+    training sees, docs/settings.md)."""
+    common = dict(graph=name, ways=ways, shots=shots, runs=runs, seed=seed, split_seed=split_seed, setting=setting,
                   data_root=data_root, **(QUICK if quick else {}))
     if arm in BASELINES:
         overrides = dict(common, **method_overrides(arm, quick))
@@ -211,7 +212,8 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
                     overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0, progress: bool = True,
                     methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
                     split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False,
-                    baselines: Sequence[str] = (), executor=None) -> Grid:
+                    baselines: Sequence[str] = (), executor=None, setting: str = "transductive",
+                    cml: bool = True) -> Grid:
     """Run the Table 3 grid on the graphs available locally.
 
     Every (graph, setting) cell is repeated over the class splits named by ``split_seeds`` (a
@@ -221,7 +223,8 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
     are registered names or plugins' import paths (arms are named by their declared names).
     Layout: ``out/<graph>/<W>w<S>s/split_<seed>/{test_tasks.npz, <method>[+cml]/}``.
     ``executor`` (:mod:`gnn_cml.experiments.executor`): train the arms as units there first (worker
-    processes, Ray); the files and the results equal those of a serial run.
+    processes, Ray); the files and the results equal those of a serial run. ``setting``: transductive
+    or inductive (what training sees; the test tasks are the same in both). ``cml=False``: base arms only.
     """
     out = Path(out)
     names = [graph_info(g).name for g in graphs]
@@ -251,12 +254,12 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
             seeds = parse_split_seeds(spec, int(data.num_classes), graph_info(name).split)
             grid.split_seeds[f"{name} {ways}w{k}s"] = seeds
             cells.append((name, ways, k, seeds))
-    with_cml = [m for m in given if registry.get(given[m]).cml]
+    with_cml = [m for m in given if cml and registry.get(given[m]).cml]
     rundir.hold(out, what="reproduce output folder")  # one process per output tree
     rundir.announce(out)
     if executor is not None:  # every arm as a unit on the executor; the cells below only read them back
         run_units(table3_units(cells, out, runs, quick, resume, overwrite, data_root, seed, progress, given,
-                               with_cml, baselines), executor, out, progress)
+                               with_cml, baselines, setting), executor, out, progress)
         if dagger:
             run_units(dagger_units(cells, out, with_cml, resume), executor, out, progress)
         resume, overwrite = True, False
@@ -265,21 +268,22 @@ def run_table3_grid(graphs: Sequence[str], out: Path, runs: int, quick: bool = F
     for name, ways, k, seeds in cells:
         cell = Cell(name, ways, k, seeds, list(given), with_cml, list(baselines), dagger)
         _run_cell(cell, given, out / name / f"{ways}w{k}s", runs, quick, resume, overwrite, data_root, seed,
-                  progress)
+                  progress, setting)
         grid.cells.append(cell)
     rundir.release(out)
     return grid
 
 
 def _run_cell(cell: Cell, given: Dict[str, str], folder: Path, runs, quick, resume, overwrite, data_root, seed,
-              progress) -> None:
+              progress, setting: str = "transductive") -> None:
     name, ways, shots = cell.graph, cell.ways, cell.shots
     for split_seed in cell.seeds:
         where = folder / f"split_{split_seed}"
         for method in cell.methods:
             results = {}
             for cml in (False, True) if method in cell.with_cml else (False,):
-                cfg = arm_config(name, ways, shots, split_seed, label(method, cml), runs, quick, data_root, seed, given)
+                cfg = arm_config(name, ways, shots, split_seed, label(method, cml), runs, quick, data_root, seed, given,
+                                 setting)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 res = run_arm(cfg, where / label(method, cml), task_file, resume, overwrite, progress)
                 results[cml] = res
@@ -292,14 +296,14 @@ def _run_cell(cell: Cell, given: Dict[str, str], folder: Path, runs, quick, resu
                 d = dagger_arm(where / label(method, True), results[False], resume)
                 cell.arms.append(Arm(name, ways, shots, split_seed, f"{method}+dagger", method, "dagger", d))
         for baseline in cell.baselines:  # unpaired arms on the same fixed test tasks
-            cfg = arm_config(name, ways, shots, split_seed, baseline, runs, quick, data_root, seed)
+            cfg = arm_config(name, ways, shots, split_seed, baseline, runs, quick, data_root, seed, setting=setting)
             task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
             res = run_arm(cfg, where / baseline, task_file, resume, overwrite, progress)
             cell.arms.append(Arm(name, ways, shots, split_seed, baseline, baseline, "baseline", res))
 
 
 def table3_units(cells, out: Path, runs, quick, resume, overwrite, data_root, seed, progress, given: Dict[str, str],
-                 with_cml: Sequence[str], baselines=()) -> List[Unit]:
+                 with_cml: Sequence[str], baselines=(), setting: str = "transductive") -> List[Unit]:
     """Every arm of the grid as a unit (each writes its run folder, as :func:`_run_cell` would); the
     shared test tasks of each split are written here first."""
     units = []
@@ -308,7 +312,7 @@ def table3_units(cells, out: Path, runs, quick, resume, overwrite, data_root, se
             where = Path(out) / name / f"{ways}w{k}s" / f"split_{split_seed}"
             arms = [label(m, c) for m in given for c in ((False, True) if m in with_cml else (False,))]
             for arm in arms + list(baselines):
-                cfg = arm_config(name, ways, k, split_seed, arm, runs, quick, data_root, seed, given)
+                cfg = arm_config(name, ways, k, split_seed, arm, runs, quick, data_root, seed, given, setting)
                 task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                 units.append(Unit(f"{name} {ways}w{k}s split_{split_seed} {arm}", run_arm,
                                   dict(cfg=cfg, run_dir=where / arm, task_file=task_file, resume=resume,

@@ -48,7 +48,10 @@ embeddings (2 busy cores) torch took 1.4 s (1-shot) / 2.1 s (5-shot), scikit-lea
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -61,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnn_cml import methods
+from gnn_cml.data.paths import cache_root, data_root
 from gnn_cml.data.source import csr_tensor
 from gnn_cml.errors import GnnCmlError
 from gnn_cml.meta.base import MetaLearner, TaskResult
@@ -367,6 +371,41 @@ def check_pretrained(cfg) -> Optional[Path]:
     return folder
 
 
+# --- the encoder cache --------------------------------------------------------------------------
+# Pretrained encoders are cached under <cache root>/encoders/<key>.pt, the key a digest of everything
+# pretraining reads: its settings, the run's seed, the exact graph it sees (features and normalised
+# adjacency: the setting and, inductively, the split are in there) and, for supervised, the labelled nodes.
+# A DGI/GRACE encoder of the transductive setting thus serves every class split, shot and way of a graph.
+ENCODER_CACHE_ENV = "GNN_CML_ENCODER_CACHE"  # "off": pretrain in every run, as before the cache
+_CACHE_FORMAT = 1
+
+
+def _digest_tensor(h, t: torch.Tensor) -> None:
+    if t.layout == torch.sparse_csr:
+        for part in (t.crow_indices(), t.col_indices(), t.values()):
+            _digest_tensor(h, part)
+        return
+    t = t.detach().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.numpy().tobytes())
+
+
+def encoder_cache_key(settings: Dict, graph: "FullGraph", seed: int, nodes=None, labels=None) -> str:
+    """The cache key of the encoder ``pretrain(settings, graph, seed, nodes, labels)`` returns."""
+    h = hashlib.sha256(json.dumps({"format": _CACHE_FORMAT, "torch": torch.__version__, "seed": int(seed),
+                                   "settings": settings}, sort_keys=True).encode())
+    for t in (graph.x, graph.adj, graph.edge_index) + tuple(v for v in (nodes, labels) if v is not None):
+        _digest_tensor(h, t)
+    return h.hexdigest()
+
+
+def encoder_cache_dir(root=None) -> Optional[Path]:
+    """Where pretrained encoders are cached (``None`` when ``$GNN_CML_ENCODER_CACHE`` is ``off``)."""
+    if os.environ.get(ENCODER_CACHE_ENV, "").lower() in ("off", "0", "no", "false"):
+        return None
+    return cache_root(data_root(root)) / "encoders"
+
+
 # --- the probe ---------------------------------------------------------------------------------
 def embedding_stats(z: torch.Tensor, y, classes: Sequence[int]) -> Dict[str, float]:
     """How much of ``z`` (nodes x d) a probe can use to tell ``classes`` apart (their first two):
@@ -459,6 +498,26 @@ def _graph_name(graph: str) -> str:
     from gnn_cml.data.registry import graph_info
 
     return graph_info(str(graph)).name
+
+
+def _read_cached(files, path: Optional[Path]) -> Optional[Dict]:
+    """A cached encoder, or ``None`` when there is none or it cannot be read (it is pretrained again)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        saved = files.load(path)
+        return saved if isinstance(saved, dict) and {"encoder", "pretrain"} <= set(saved) else None
+    except GnnCmlError:
+        return None
+
+
+def _write_cached(files, path: Path, state: Dict) -> None:
+    """Cache an encoder; a cache that cannot be written (read-only, full) only costs later runs time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.save(path, state)
+    except (OSError, GnnCmlError):
+        pass
 
 
 class TLP(MetaLearner):
@@ -570,12 +629,27 @@ class TLP(MetaLearner):
             if self.settings["pretrain"] == "supervised":
                 nodes, labels = training_labels(task.data.y, task.split.train)
                 nodes = self.graph.local(nodes)
-            encoder, info = pretrain(self.settings, self.graph, seed, nodes, labels, progress=progress,
-                                     log_name=f"{log_name} pretrain")
-            self.encoder.load_state_dict(encoder.state_dict())
+            folder = encoder_cache_dir(task.cfg.data_root) if files is not None else None
+            cached = folder / f"{encoder_cache_key(self.settings, self.graph, seed, nodes, labels)}.pt" \
+                if folder is not None else None
+            saved = _read_cached(files, cached)
+            if saved is not None:  # the same pretraining, done by an earlier run (another split or shot)
+                self.load_state_dict(saved["encoder"])
+                info = dict(saved["pretrain"], reused="cache")
+                if progress:
+                    from gnn_cml.engine.progress import status
+
+                    status(f"{log_name}: reusing the cached pretrained encoder {cached}")
+            else:
+                encoder, info = pretrain(self.settings, self.graph, seed, nodes, labels, progress=progress,
+                                         log_name=f"{log_name} pretrain")
+                self.encoder.load_state_dict(encoder.state_dict())
+                info = dict(info, reused=False)
             self._z = None
-            save(path, {"encoder": self.state_dict(), "pretrain": info})
-            info = dict(info, reused=False)
+            state = {"encoder": self.state_dict(), "pretrain": {k: v for k, v in info.items() if k != "reused"}}
+            save(path, state)
+            if cached is not None and saved is None:
+                _write_cached(files, cached, state)
         return {"pretrain": self.settings["pretrain"], "pretrain_settings": self.settings,
                 "pretrain_seconds": info["seconds"], "pretrain_epochs": info["epochs"],
                 "pretrain_loss": info["final_loss"], "pretrain_reused": info["reused"],

@@ -30,6 +30,7 @@ QUICK_RUNS = 3
 # The banner of every figure and report of a --quick run.
 QUICK_BANNER = "QUICK (SMOKE) RUN: few episodes, 3 runs, not comparable to the paper"
 DEFAULT_RUNS = 20
+SETTING_CHOICES = ("transductive", "inductive")
 # --study: the full grid (20 paired runs per cell; 5-shot cells over 5 class splits).
 STUDY = {"graphs": "citeseer,cora", "methods": ",".join(BASE_METHODS), "shots": None, "runs": 20,
          "split_seeds": {1: "1", 5: "5"}, "dagger": True}
@@ -141,11 +142,11 @@ def run_table3(graphs: Sequence[str], out: Path, runs: int = DEFAULT_RUNS, quick
                resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
                progress: bool = True, methods: Sequence[str] = BASE_METHODS, shots: Optional[Sequence[int]] = None,
                split_seeds: Union[str, int, Dict[int, Union[str, int]]] = 1, dagger: bool = False,
-               baselines: Sequence[str] = (), executor=None) -> Report:
+               baselines: Sequence[str] = (), executor=None, setting: str = "transductive", cml: bool = True) -> Report:
     """Run the Table 3 grid (:func:`gnn_cml.experiments.grid.run_table3_grid`; ``executor``: train the arms
-    as units there first) and tabulate it beside the paper."""
+    as units there first; ``setting``: transductive or inductive) and tabulate it beside the paper."""
     grid = run_table3_grid(graphs, out, runs, quick, resume, overwrite, data_root, seed, progress, methods, shots,
-                           split_seeds, dagger, baselines, executor)
+                           split_seeds, dagger, baselines, executor, setting, cml)
     return table3_report(grid)
 
 
@@ -422,7 +423,19 @@ def add_arguments(p) -> None:
                    help=f"the full study: {STUDY['graphs']}; {STUDY['methods']} ± CML and CML-dagger; 20 runs; "
                         "1-shot cells on the paper's split, 5-shot cells over 5 split seeds (flags override; default: off)")
     p.add_argument("--quick", action="store_true", help=f"a smoke run of a minute or so per graph ({QUICK_RUNS} runs, few episodes; default: off)")
+    p.add_argument("--no-cml", dest="cml", action="store_false",
+                   help="base arms only, no +CML (or CML-dagger) arms (default: each method ± CML where CML applies)")
+    add_setting_argument(p)
     add_output_arguments(p, "results/table3", "cells")
+
+
+def add_setting_argument(p, both: bool = False) -> None:
+    """``--setting``: what meta-training, pretraining and validation see (docs/settings.md)."""
+    choices = SETTING_CHOICES + (("both",) if both else ())
+    p.add_argument("--setting", choices=choices, default="transductive",
+                   help="transductive: training sees the whole graph (only labels are hidden); inductive: only the "
+                        "training (validation: and validation) classes' nodes and their edges, test tasks run on "
+                        "the whole graph" + ("; both: each, paired" if both else "") + " (default: transductive)")
 
 
 def seed_type(text: str) -> int:
@@ -476,7 +489,7 @@ def run(args) -> int:
     report = run_table3(graphs, args.out, runs, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
                         progress=not args.no_progress, methods=methods, shots=shots, split_seeds=split_seeds,
                         dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else (),
-                        executor=executor_from_args(args))
+                        executor=executor_from_args(args), setting=args.setting, cml=args.cml)
     command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce table3"
     paths = write_reports(report, args.out, command, args.quick)
