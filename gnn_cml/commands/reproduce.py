@@ -1,4 +1,4 @@
-"""``gnn-cml reproduce {table3,gamma,regression,omniglot}``: one command per experiment of the paper."""
+"""``gnn-cml reproduce {table3,field,gamma,regression,omniglot}``: one command per experiment of the paper."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,8 @@ import importlib
 TARGETS = {
     "table3": ("gnn_cml.report.table3", "gnn_cml.report.table3:add_arguments",
                "few-shot node classification, every method beside the paper's Table 3"),
+    "field": ("gnn_cml.report.field", "gnn_cml.report.field:add_arguments",
+              "the field's table: every learner ± CML beside linear probes, transductive and inductive"),
     "gamma": ("gnn_cml.report.gamma", "gnn_cml.report.gamma:add_arguments",
               "CML's gamma sweep: accuracy and paired gain against gamma = 0"),
     "regression": ("gnn_cml.experiments.regression", "gnn_cml.experiments.options:add_regression_arguments",
