@@ -220,7 +220,7 @@ def test_tasks_past_the_gram_cap_are_solved_alone_with_equal_results(citeseer, m
     assert solved_alone.count(False) == 3 * 4 * 2  # every validation task (cross products of 2,000+ entries)
     assert sizes and max(sizes) <= cap
     err = capsys.readouterr().err
-    assert f"past the batched path's cap of {cap:,} Gram entries" in err
+    assert f"past the batched path's cap of {cap:,} entries; such tasks run alone" in err
     assert "runs · validation: 6 tasks" in err and "runs · training (episode " in err
 
 

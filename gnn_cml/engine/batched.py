@@ -33,9 +33,9 @@ from gnn_cml.meta import closed_form, fast as br
 
 def alone_message(label: str, what: str, count: int, rows: int) -> str:
     """The status line for ``count`` tasks (the largest with ``rows`` support rows) solved alone."""
-    return (f"{label} · {what}: {count} task{'s' if count > 1 else ''} of up to {rows:,} support rows past the "
-            f"batched path's cap of {closed_form.MAX_GRAM_ENTRIES:,} Gram entries; such tasks run alone, through the "
-            f"autograd inner loop (as in runs trained alone; slower)")
+    return (f"{label} · {what}: {count} task{'s' if count > 1 else ''} (up to {rows:,} support rows) with a Gram or "
+            f"query-support product past the batched path's cap of {closed_form.MAX_GRAM_ENTRIES:,} entries; such "
+            f"tasks run alone, through the autograd inner loop (as in runs trained alone; slower)")
 
 
 def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Sequence[int],
