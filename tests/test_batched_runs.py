@@ -186,15 +186,17 @@ def _record_products(monkeypatch):
     return sizes, alone
 
 
-def test_tasks_past_the_gram_cap_are_solved_alone_with_equal_results(citeseer, monkeypatch, capsys):
-    """With MAX_GRAM_ENTRIES lowered below CiteSeer's larger G-Meta tasks (14^2: about half the
-    training tasks, every validation task, whose query-support product is larger), batched runs give
-    the losses, scores and weights of the same runs trained alone (float64, 1e-6), no product array
-    has more entries than the cap, and a status line says that tasks ran alone."""
+@pytest.mark.parametrize("method,cml,rows", [("gmeta", True, 14), ("ammgnn", False, 6)])
+def test_tasks_past_the_gram_cap_are_solved_alone_with_equal_results(citeseer, monkeypatch, capsys, method, cml,
+                                                                     rows):
+    """With MAX_GRAM_ENTRIES lowered to rows^2, below CiteSeer's larger 1-shot tasks (about half the
+    training tasks; for G-Meta every validation task too, whose query-support product is larger),
+    batched runs give the losses, scores and weights of the same runs trained alone (float64, 1e-6),
+    no product array has more entries than the cap, and a status line says that tasks ran alone."""
     from gnn_cml.meta import closed_form
 
-    cfg, task = citeseer(method="gmeta", cml=True, ways=2, shots=1)
-    cap = 14 * 14
+    cfg, task = citeseer(method=method, cml=cml, ways=2, shots=1)
+    cap = rows * rows
     monkeypatch.setattr(closed_form, "MAX_GRAM_ENTRIES", cap)
     alone = _trainers(cfg, task, 3, torch.float64, episodes=20, val_every=5, patience=10 ** 6)
     for t in alone:
@@ -203,8 +205,13 @@ def test_tasks_past_the_gram_cap_are_solved_alone_with_equal_results(citeseer, m
     batched_calls = []
     batched_forward = fast.batched_forward
     monkeypatch.setattr(fast, "batched_forward",
-                        lambda *a, **k: batched_calls.append(len(a[1])) or batched_forward(*a, **k))
+                        lambda *a, **k: batched_calls.append(len(a[1]) * k["train"]) or batched_forward(*a, **k))
     together = _trainers(cfg, task, 3, torch.float64, episodes=20, val_every=5, patience=10 ** 6)
+    val_alone = 0
+    for t in together:
+        for e in t.val_tasks:
+            x_s, _, x_q, _ = fast.graph_inputs(t.model, e)
+            val_alone += fast.past_gram_cap(t.model.test_model(), x_s.shape[0], x_q.shape[0], train=False)
     fit_batched(together, progress=True, label="runs")
     for a, b in zip(alone, together):
         assert len(a.history) == len(b.history) == 4
@@ -217,11 +224,14 @@ def test_tasks_past_the_gram_cap_are_solved_alone_with_equal_results(citeseer, m
     # both paths were taken in training: some of the 60 tasks alone, the others batched
     trained_alone = solved_alone.count(True)
     assert 10 <= trained_alone <= 50 and sum(batched_calls) == 60 - trained_alone
-    assert solved_alone.count(False) == 3 * 4 * 2  # every validation task (cross products of 2,000+ entries)
+    assert solved_alone.count(False) == 4 * val_alone  # the validation tasks past the cap, at 4 validations
     assert sizes and max(sizes) <= cap
+    if method == "gmeta":  # 3 runs x 2 validation tasks, each query-support product past 196 entries
+        assert val_alone == 6
     err = capsys.readouterr().err
     assert f"past the batched path's cap of {cap:,} entries; such tasks run alone" in err
-    assert "runs · validation: 6 tasks" in err and "runs · training (episode " in err
+    assert "runs · training (episode " in err
+    assert (f"runs · validation: {val_alone} task" in err) == (val_alone > 0)
 
 
 def test_batched_evaluation_past_the_gram_cap_equals_evaluate_tasks(citeseer, monkeypatch):
