@@ -165,3 +165,104 @@ def test_device_without_a_gpu_is_a_one_line_error(tmp_path, shared_data, capsys)
     assert main(["train", "--graph", "citeseer", "--root", str(shared_data), "--device", "tpu",
                  "--out", str(out)]) == 2
     assert "use cpu, cuda or cuda:N" in capsys.readouterr().err and not out.exists()
+
+
+def _record_products(monkeypatch):
+    """Wrap the batched path's product builder and its solve-alone path: (product sizes, alone calls)."""
+    sizes, alone = [], []
+    cross, forward_alone = fast._Rows.cross, fast.forward_alone
+
+    def recorded_cross(self, other, dtype):
+        out = cross(self, other, dtype)
+        sizes.append(out.numel())
+        return out
+
+    def recorded_alone(learner, episode, params, run, train):
+        alone.append(train)
+        return forward_alone(learner, episode, params, run, train)
+
+    monkeypatch.setattr(fast._Rows, "cross", recorded_cross)
+    monkeypatch.setattr(fast, "forward_alone", recorded_alone)
+    return sizes, alone
+
+
+@pytest.mark.parametrize("method,cml,rows", [("gmeta", True, 14), ("ammgnn", False, 6)])
+def test_tasks_past_the_gram_cap_are_solved_alone_with_equal_results(citeseer, monkeypatch, capsys, method, cml,
+                                                                     rows):
+    """With MAX_GRAM_ENTRIES lowered to rows^2, below CiteSeer's larger 1-shot tasks (about half the
+    training tasks; for G-Meta every validation task too, whose query-support product is larger),
+    batched runs give the losses, scores and weights of the same runs trained alone (float64, 1e-6),
+    no product array has more entries than the cap, and a status line says that tasks ran alone."""
+    from gnn_cml.meta import closed_form
+
+    cfg, task = citeseer(method=method, cml=cml, ways=2, shots=1)
+    cap = rows * rows
+    monkeypatch.setattr(closed_form, "MAX_GRAM_ENTRIES", cap)
+    alone = _trainers(cfg, task, 3, torch.float64, episodes=20, val_every=5, patience=10 ** 6)
+    for t in alone:
+        t.fit()
+    sizes, solved_alone = _record_products(monkeypatch)
+    batched_calls = []
+    batched_forward = fast.batched_forward
+    monkeypatch.setattr(fast, "batched_forward",
+                        lambda *a, **k: batched_calls.append(len(a[1]) * k["train"]) or batched_forward(*a, **k))
+    together = _trainers(cfg, task, 3, torch.float64, episodes=20, val_every=5, patience=10 ** 6)
+    val_alone = 0
+    for t in together:
+        for e in t.val_tasks:
+            x_s, _, x_q, _ = fast.graph_inputs(t.model, e)
+            val_alone += fast.past_gram_cap(t.model.test_model(), x_s.shape[0], x_q.shape[0], train=False)
+    fit_batched(together, progress=True, label="runs")
+    for a, b in zip(alone, together):
+        assert len(a.history) == len(b.history) == 4
+        for x, y in zip(a.history, b.history):
+            assert abs(x["train_loss"] - y["train_loss"]) <= 1e-6
+            assert x["val_accuracy"] == y["val_accuracy"] and x["train_accuracy"] == y["train_accuracy"]
+        for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+            assert torch.allclose(p, q, rtol=0, atol=1e-6), name
+    assert len({round(t.history[-1]["train_loss"], 6) for t in together}) == 3
+    # both paths were taken in training: some of the 60 tasks alone, the others batched
+    trained_alone = solved_alone.count(True)
+    assert 10 <= trained_alone <= 50 and sum(batched_calls) == 60 - trained_alone
+    assert solved_alone.count(False) == 4 * val_alone  # the validation tasks past the cap, at 4 validations
+    assert sizes and max(sizes) <= cap
+    if method == "gmeta":  # 3 runs x 2 validation tasks, each query-support product past 196 entries
+        assert val_alone == 6
+    err = capsys.readouterr().err
+    assert f"past the batched path's cap of {cap:,} entries; such tasks run alone" in err
+    assert "runs · training (episode " in err
+    assert (f"runs · validation: {val_alone} task" in err) == (val_alone > 0)
+
+
+def test_batched_evaluation_past_the_gram_cap_equals_evaluate_tasks(citeseer, monkeypatch):
+    """Test tasks whose query-support product passes MAX_GRAM_ENTRIES are evaluated alone, the others
+    batched: the same accuracies as evaluate_tasks (CML-dagger), no product array above the cap."""
+    from gnn_cml.meta import closed_form
+
+    cfg, task = citeseer(method="gmeta", cml=True, dagger=True, ways=2, shots=1)
+    drawn = task.test_tasks()
+    tests = [drawn[i] for i in range(12)]
+    models = [build_learner(cfg, task.graph, seed=s).to(torch.float64) for s in (3, 4)]
+    with torch.no_grad():  # untrained co-learners predict one class everywhere: scramble them per run
+        for seed, m in zip((3, 4), models):
+            torch.manual_seed(seed)
+            for p in m.co_learner.parameters():
+                p.normal_(0, 2)
+    products = []
+    for e in tests:
+        x_s, _, x_q, _ = fast.graph_inputs(models[0], e)
+        products.append(x_s.shape[0] * x_q.shape[0])
+    cap = sorted(products)[6]
+    over = sum(p > cap for p in products)
+    assert 2 <= over <= 8
+    monkeypatch.setattr(closed_form, "MAX_GRAM_ENTRIES", cap)
+    sizes, solved_alone = _record_products(monkeypatch)
+    notices = []
+    batched = evaluate_batched([m.test_model() for m in models], [tests, tests], [3, 4],
+                               notice=lambda count, rows: notices.append(count))
+    assert notices == [2 * over] and solved_alone == [False] * (2 * over)
+    assert sizes and max(sizes) <= cap
+    for m, seed, got in zip(models, (3, 4), batched):
+        want = evaluate_tasks(m.test_model(), tests, METRICS["accuracy"], seed=seed)
+        assert got == pytest.approx(want, abs=1e-6)
+    assert batched[0] != batched[1]

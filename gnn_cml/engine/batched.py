@@ -10,6 +10,11 @@ run from the run's own sampler and seed, computes all runs' meta-gradients with
 each :class:`Trainer` keeps its own best state, early stopping, metrics and checkpoint exactly as
 when trained alone, and a batched run resumes (batched or not) like any other. A run that stops
 leaves the batch.
+
+A task whose own Gram or support-query product would pass ``closed_form.MAX_GRAM_ENTRIES`` entries
+(:func:`gnn_cml.meta.fast.past_gram_cap`) is solved alone, by its run's learner with the run's slice
+of the stacked parameters (:func:`gnn_cml.meta.fast.forward_alone`: the autograd inner loop, as when
+the run is trained alone); the other runs' tasks stay batched, and a status line says so once.
 """
 from __future__ import annotations
 
@@ -20,15 +25,23 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from gnn_cml.engine.progress import Line, percent
-from gnn_cml.engine.trainer import Trainer, seed_task, task_seed
+from gnn_cml.engine.progress import Line, percent, status
+from gnn_cml.engine.trainer import Trainer, accuracy, seed_task, task_seed
 from gnn_cml.errors import GnnCmlError
-from gnn_cml.meta import fast as br
+from gnn_cml.meta import closed_form, fast as br
+
+
+def alone_message(label: str, what: str, count: int, rows: int) -> str:
+    """The status line for ``count`` tasks (the largest with ``rows`` support rows) solved alone."""
+    return (f"{label} · {what}: {count} task{'s' if count > 1 else ''} (up to {rows:,} support rows) with a Gram or "
+            f"query-support product past the batched path's cap of {closed_form.MAX_GRAM_ENTRIES:,} entries; such "
+            f"tasks run alone, through the autograd inner loop (as in runs trained alone; slower)")
 
 
 def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Sequence[int],
                      cache: Optional[Dict] = None, keys: Optional[Sequence] = None,
-                     params: Optional[Dict[str, torch.Tensor]] = None, progress=None) -> List[List[float]]:
+                     params: Optional[Dict[str, torch.Tensor]] = None, progress=None,
+                     notice=None) -> List[List[float]]:
     """Per-task accuracy of ``models[r]`` on ``task_lists[r]``, as :func:`evaluate_tasks` with
     ``seed=seeds[r]`` computes it; every task of every run in one batched computation (chunks of
     ``EVAL_CHUNK`` tasks of similar size).
@@ -36,11 +49,13 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
     ``params``: the models' parameters stacked (default: read from ``models``). With ``cache`` (a
     dict the caller keeps for fixed task lists) and ``keys`` (one per run), prepared tasks are
     reused across calls. Episodes that are the same object (shared test tasks) are prepared once.
-    ``progress(done, total)`` is called after each chunk.
+    ``progress(done, total)`` is called after each chunk. Tasks past the Gram cap
+    (:func:`gnn_cml.meta.fast.past_gram_cap`) are evaluated alone, as :func:`evaluate_tasks` does;
+    ``notice(count, rows)`` is then called with their number and largest support rows.
     """
     problems = [(r, i) for r, tasks in enumerate(task_lists) for i in range(len(tasks))]
     inputs: Dict[int, tuple] = {}
-    prepared = []
+    prepared = []  # a PreparedTask, or the support rows of a task solved alone
     states = [m.training for m in models]
     for m in models:
         m.eval()
@@ -54,9 +69,12 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
                 episode = task_lists[r][i]
                 if id(episode) not in inputs:
                     inputs[id(episode)] = (br.graph_inputs(models[r], episode), {})
-                seed_task(task_seed(seeds[r], -1, i))
                 rows, shared = inputs[id(episode)]
-                task = br.prepare_task(models[r], episode, train=False, inputs=rows, shared=shared)
+                if br.past_gram_cap(models[r], rows[0].shape[0], rows[2].shape[0], train=False):
+                    task = rows[0].shape[0]
+                else:
+                    seed_task(task_seed(seeds[r], -1, i))
+                    task = br.prepare_task(models[r], episode, train=False, inputs=rows, shared=shared)
                 prepared.append(task)
                 if key is not None:
                     cache[key] = task
@@ -64,9 +82,10 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
             params = br.stacked_parameters(models)
         scores = np.zeros(len(problems), np.float32)
         runs = torch.tensor([r for r, _ in problems])
+        alone = [j for j, t in enumerate(prepared) if not isinstance(t, br.PreparedTask)]
         # similar sizes together: each chunk is padded to its largest task
-        order = sorted(range(len(problems)), key=lambda j: (prepared[j].x_support.shape[0],
-                                                            prepared[j].x_query.shape[0]))
+        order = sorted((j for j, t in enumerate(prepared) if isinstance(t, br.PreparedTask)),
+                       key=lambda j: (prepared[j].x_support.shape[0], prepared[j].x_query.shape[0]))
         done = 0
         for chunk in _chunks(order, prepared):
             index = torch.tensor(chunk)
@@ -76,7 +95,17 @@ def evaluate_batched(models: Sequence, task_lists: Sequence[Sequence], seeds: Se
             scores[chunk] = (out["logits"].argmax(-1) == out["targets"]).float().mean(1).numpy()
             done += len(chunk)
             if progress is not None:
-                progress(done, len(order))
+                progress(done, len(problems))
+        if alone and notice is not None:
+            notice(len(alone), max(prepared[j] for j in alone))
+        with torch.random.fork_rng(devices=[]):
+            for j in alone:  # as evaluate_tasks solves a task
+                r, i = problems[j]
+                seed_task(task_seed(seeds[r], -1, i))
+                scores[j] = accuracy(br.forward_alone(models[r], task_lists[r][i], params, r, train=False))
+                done += 1
+                if progress is not None:
+                    progress(done, len(problems))
     finally:
         for m, was in zip(models, states):
             m.train(was)
@@ -119,13 +148,13 @@ def _adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 def _chunks(order: Sequence[int], prepared) -> List[List[int]]:
     """Consecutive tasks of ``order`` in chunks of at most ``EVAL_CHUNK`` whose padded product
-    arrays (tasks x support rows x (support + query) rows) stay under ``MAX_BLOCK_ENTRIES``."""
+    arrays (tasks x support rows x (support + query) rows) stay under :func:`gnn_cml.meta.fast.block_entries`."""
     chunks: List[List[int]] = []
     rows_s = rows_q = 0
     for j in order:
         ns, nq = prepared[j].x_support.shape[0], prepared[j].x_query.shape[0]
         if chunks and len(chunks[-1]) < br.EVAL_CHUNK and \
-                (len(chunks[-1]) + 1) * max(rows_s, ns) * (max(rows_s, ns) + max(rows_q, nq)) <= br.MAX_BLOCK_ENTRIES:
+                (len(chunks[-1]) + 1) * max(rows_s, ns) * (max(rows_s, ns) + max(rows_q, nq)) <= br.block_entries():
             chunks[-1].append(j)
             rows_s, rows_q = max(rows_s, ns), max(rows_q, nq)
         else:
@@ -144,6 +173,7 @@ class RunBatch:
                     or t.episode != trainers[0].episode:
                 raise GnnCmlError("batched runs need meta-batch 1 and the same --lr, weight decay and episode")
         self.trainers = list(trainers)
+        self.alone = (0, 0)  # the last step's tasks solved alone (past the Gram cap) and their largest support rows
         self.names = [k for k, _ in trainers[0].model.named_parameters()]
         self.params = {k: _leaf(v) for k, v in br.stacked_parameters([t.model for t in trainers]).items()}
         self.optimizer = _adam(list(self.params.values()), first.lr, first.weight_decay)
@@ -182,17 +212,39 @@ class RunBatch:
 
     def step(self) -> List[Dict[str, float]]:
         """One meta-training episode of every run; returns each run's loss and accuracy."""
-        tasks = []
+        tasks, batched, alone = [], [], []
         learner = self.trainers[0].model
         learner.train()
-        for t in self.trainers:
+        for r, t in enumerate(self.trainers):
             episode = t.sampler.sample()
-            seed_task(task_seed(t.cfg.seed, t.episode, 0))
-            tasks.append(br.prepare_task(learner, episode, train=True))
+            seed = task_seed(t.cfg.seed, t.episode, 0)
+            seed_task(seed)
+            rows = br.graph_inputs(learner, episode)
+            if br.past_gram_cap(learner, rows[0].shape[0], rows[2].shape[0], train=True):
+                alone.append((r, episode, seed, rows[0].shape[0]))
+            else:
+                tasks.append(br.prepare_task(learner, episode, train=True, inputs=rows))
+                batched.append(r)
+        self.alone = (len(alone), max((a[3] for a in alone), default=0))
         self.optimizer.zero_grad(set_to_none=False)
-        out = br.batched_forward(learner, tasks, self.params, train=True)
-        out["loss"].sum().backward()  # runs share no parameter: each slice's gradient is its run's own
-        losses = out["loss"].detach()
+        if not alone:
+            out = br.batched_forward(learner, tasks, self.params, train=True)
+            loss, accs = out["loss"], (out["logits"].detach().argmax(-1) == out["targets"]).float().mean(1).tolist()
+        else:  # tasks past the Gram cap: solved by their run's learner, as when it is trained alone
+            per_run: List = [None] * len(self.trainers)
+            accs = [0.0] * len(self.trainers)
+            if tasks:
+                out = br.batched_forward(learner, tasks, self.params, train=True, owners=batched)
+                hits = (out["logits"].detach().argmax(-1) == out["targets"]).float().mean(1).tolist()
+                for j, r in enumerate(batched):
+                    per_run[r], accs[r] = out["loss"][j], hits[j]
+            for r, episode, seed, _ in alone:
+                seed_task(seed)
+                result = br.forward_alone(learner, episode, self.params, r, train=True)
+                per_run[r], accs[r] = result.loss, accuracy(result)
+            loss = torch.stack(per_run)
+        loss.sum().backward()  # runs share no parameter: each slice's gradient is its run's own
+        losses = loss.detach()
         finite = torch.isfinite(losses)
         for leaf in self.params.values():
             if leaf.grad is None:
@@ -204,7 +256,6 @@ class RunBatch:
             t = self.trainers[bad]
             t.check_update(float(losses[bad]), False)  # raises the Trainer's own message
         self.optimizer.step()
-        accs = (out["logits"].detach().argmax(-1) == out["targets"]).float().mean(1).tolist()
         records = []
         for t, loss, acc in zip(self.trainers, losses.tolist(), accs):
             t.episode += 1
@@ -241,13 +292,20 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
         if line.update(" · ".join(parts), important=important or force, force=force):
             shown[0] = state
 
+    told = set()
+
+    def notice(what: str, count: int, rows: int, when: str = "") -> None:  # tasks solved alone: said once per kind
+        if what not in told:
+            told.add(what)
+            status(alone_message(label, what + when, count, rows), progress)
+
     show(force=True)
     try:
         by_episode: Dict[int, List[Trainer]] = {}
         for t in running(trainers):
             by_episode.setdefault(t.episode, []).append(t)
         for group in by_episode.values():
-            _fit_group(group, show)
+            _fit_group(group, show, notice)
         show(force=True)  # the final state, whatever the rate limit held back
     finally:
         line.close()
@@ -257,7 +315,7 @@ def fit_batched(trainers: Sequence[Trainer], progress: bool = True, label: str =
         t.model.load_state_dict(t.best_state)
 
 
-def _fit_group(trainers: List[Trainer], show) -> None:
+def _fit_group(trainers: List[Trainer], show, notice) -> None:
     batch = RunBatch(trainers)
     windows: Dict[int, List[Dict[str, float]]] = {id(t): [] for t in trainers}
     cache: Dict = {}  # the fixed validation tasks, prepared once per run (keyed by the trainer)
@@ -267,6 +325,8 @@ def _fit_group(trainers: List[Trainer], show) -> None:
         start = time.perf_counter()
         records = batch.step()
         elapsed = time.perf_counter() - start
+        if batch.alone[0]:
+            notice("training", *batch.alone, when=f" (episode {batch.trainers[0].episode})")
         for t, record in zip(batch.trainers, records):
             windows[id(t)].append(record)
             t.train_seconds += elapsed / len(batch.trainers)  # each run's share of the batched step
@@ -279,7 +339,8 @@ def _fit_group(trainers: List[Trainer], show) -> None:
                     stack.enter_context(t.validation_context())
                 scores = evaluate_batched([t.model.test_model() for t in due], [list(t.val_tasks) for t in due],
                                           [t.cfg.seed for t in due], cache=cache if fixed else None,
-                                          keys=[id(t) for t in due])
+                                          keys=[id(t) for t in due],
+                                          notice=lambda count, rows: notice("validation", count, rows))
             for t, s in zip(due, scores):
                 t.validate(windows[id(t)], s)
                 windows[id(t)] = []

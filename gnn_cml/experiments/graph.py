@@ -383,7 +383,7 @@ def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Pa
                   progress: bool) -> Dict[int, Dict]:
     """The runs ``todo`` trained in lockstep (:func:`gnn_cml.engine.batched.fit_batched`) and tested
     together; each run's files are the same as when trained alone."""
-    from gnn_cml.engine.batched import evaluate_batched, fit_batched
+    from gnn_cml.engine.batched import alone_message, evaluate_batched, fit_batched
 
     cfg = task.cfg
     started = [(run, *_start_run(task, run, out / f"run_{run}", resume, progress)) for run in todo]
@@ -400,7 +400,9 @@ def train_runs_batched(task: GraphTask, tests: TaskSet, todo: List[int], out: Pa
     line = TaskProgress(label, len(tests) * len(todo), enabled=progress and dist.is_main())
     try:
         scores = evaluate_batched([t.model.test_model() for t in trainers], [list(tests)] * len(trainers),
-                                  [t.cfg.seed for t in trainers], progress=lambda done, total: line.task(done))
+                                  [t.cfg.seed for t in trainers], progress=lambda done, total: line.task(done),
+                                  notice=lambda count, rows: status(alone_message(label, "testing", count, rows),
+                                                                    progress))
     finally:
         line.close()
     test_wall = time.perf_counter() - start

@@ -37,7 +37,8 @@ WH, BH = "net.head.net.1.weight", "net.head.net.1.bias"
 KEYS = (W1, B1, W2, B2, WH, BH)
 # The Gram matrix of the episode's rows is rows x rows: past this many entries (1 GiB in float32) the
 # autograd path runs instead. G-Meta's stacked 2-hop subgraphs reach 10^5 rows on hub nodes of a
-# power-law graph of ogbn-arxiv's size (benchmarks/scale_episode.py), an 80 GB Gram matrix.
+# power-law graph of ogbn-arxiv's size (benchmarks/scale_episode.py), an 80 GB Gram matrix. The batched
+# runs (gnn_cml/meta/fast.py) read the same bound: a task past it is solved alone, on this autograd path.
 MAX_GRAM_ENTRIES = 2 ** 28
 
 

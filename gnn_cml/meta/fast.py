@@ -29,6 +29,14 @@ Supported: MAML on a GCN, G-Meta (subgraph GCN) and AMM-GNN (reference modulatio
 optionally with CML, in the first-order protocol; :func:`why_not_batched` names why anything else
 falls back to training runs one after another. ``tests/test_batched_runs.py`` checks that
 batched runs equal the same runs trained alone.
+
+Memory: no product array of the batched path (a bucket's or chunk's tasks x rows x rows Gram and
+support-query blocks) has more than ``min(MAX_BLOCK_ENTRIES, closed_form.MAX_GRAM_ENTRIES)``
+entries when it holds several tasks, and none more than ``MAX_GRAM_ENTRIES`` for one task: a task
+whose own products would pass that (:func:`past_gram_cap`; G-Meta's stacked 2-hop subgraphs around
+hubs of an ogbn-arxiv-sized graph) is solved alone by its run's learner (:func:`forward_alone`),
+whose closed form refuses it in the same way, so it takes the autograd inner loop, as when the run
+is trained alone. The engine says so on a status line.
 """
 from __future__ import annotations
 
@@ -60,6 +68,11 @@ MAX_BLOCK_ENTRIES = 2 ** 24
 MAX_SHARED_ENTRIES = 2 ** 18
 
 
+def block_entries() -> int:
+    """The most entries of one padded product array of several tasks (a bucket or a chunk)."""
+    return min(MAX_BLOCK_ENTRIES, closed_form.MAX_GRAM_ENTRIES)
+
+
 def _parts(learner) -> Tuple[MAML, Optional[CML]]:
     return (learner.learner, learner) if isinstance(learner, CML) else (learner, None)
 
@@ -75,6 +88,28 @@ def why_not_batched(learner) -> Optional[str]:
     if not base.first_order:
         return "second-order inner loops (only the first-order paper protocol)"
     return why_not_closed_form(base)
+
+
+def _forms_cross(base, train: bool) -> bool:
+    """Whether :func:`batched_forward` forms the support-query product ``X_q X_s^T`` (evaluation,
+    except for AMM-GNN's per-task factors: there, and in training, the adapted first layer is formed)."""
+    return not train and not isinstance(base, AMMGNN)
+
+
+def past_gram_cap(learner, support_rows: int, query_rows: int, train: bool) -> bool:
+    """Whether a task's own products in :func:`batched_forward` would pass ``closed_form.MAX_GRAM_ENTRIES``
+    entries: its support Gram matrix (``support_rows^2``, the bound of the single-run closed form) or,
+    where it is formed, its query-support product. Such a task is solved by :func:`forward_alone`."""
+    cap = closed_form.MAX_GRAM_ENTRIES
+    base, _ = _parts(learner)
+    return support_rows * support_rows > cap or (_forms_cross(base, train) and support_rows * query_rows > cap)
+
+
+def forward_alone(learner, episode: Episode, params: Dict[str, torch.Tensor], run: int, train: bool):
+    """``learner(episode, train)`` with run ``run``'s slice of the stacked ``params``: the path of a
+    run trained alone (seed the generator first, as the Trainer does), differentiable to ``params``
+    when ``train``. Returns the learner's :class:`~gnn_cml.meta.base.TaskResult`."""
+    return functional_call(learner, {k: v[run] for k, v in params.items()}, (episode,), {"train": train})
 
 
 @dataclass
@@ -321,7 +356,7 @@ def _buckets(sizes: Sequence[int], waste: float = 1.5) -> List[List[int]]:
     own = 0.0
     for i in order:
         n2 = float(sizes[i]) ** 2
-        if groups and (len(groups[-1]) + 1) * n2 <= min(waste * (own + n2), MAX_BLOCK_ENTRIES):
+        if groups and (len(groups[-1]) + 1) * n2 <= min(waste * (own + n2), block_entries()):
             groups[-1].append(i)
             own += n2
         else:
@@ -434,7 +469,8 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
         adapted = {k: _FirstOrder.apply(adapted[k], v) if adapted[k].requires_grad else v for k, v in new.items()
                    if k != "w1"}
         if materialise:
-            adapted["w1"] = _FirstOrder.apply(w1, new["w1"]) if w1.requires_grad else new["w1"]
+            meta_w1 = w1 if same else w1[own]  # tasks of some runs only (others solved alone)
+            adapted["w1"] = _FirstOrder.apply(meta_w1, new["w1"]) if w1.requires_grad else new["w1"]
     with torch.set_grad_enabled(train):  # the query pass, differentiable
         if materialise:
             first = adapted["w1"] if steps else (w1 if same else w1[own])
@@ -477,5 +513,6 @@ def batched_forward(learner, tasks: Sequence[PreparedTask], params: Dict[str, to
     return {"loss": loss, "logits": logits, "targets": query_y}
 
 
-__all__ = ["EVAL_CHUNK", "PreparedTask", "batched_forward", "closed_form_adapt", "graph_inputs", "prepare_task",
-           "stacked_parameters", "why_not_batched", "why_not_closed_form"]
+__all__ = ["EVAL_CHUNK", "PreparedTask", "batched_forward", "block_entries", "closed_form_adapt", "forward_alone",
+           "graph_inputs", "past_gram_cap", "prepare_task", "stacked_parameters", "why_not_batched",
+           "why_not_closed_form"]
