@@ -122,3 +122,20 @@ def test_setting_is_validated():
 
     with pytest.raises(GnnCmlError, match="setting must be one of transductive, inductive"):
         resolve({"setting": "semi"})
+
+
+def test_reproduce_targets_pass_the_setting_to_every_arm(shared_data, tmp_path):
+    """``reproduce table3/gamma --setting inductive``: every arm's run is inductive (config and split.json)."""
+    from gnn_cml.cli import main
+
+    quick = ["--graphs", "citeseer", "--runs", "1", "--quick", "--no-progress", "--root", str(shared_data),
+             "--setting", "inductive"]
+    assert main(["reproduce", "table3", "--shots", "1", "--methods", "maml", "--no-cml", *quick,
+                 "--out", str(tmp_path / "t3")]) == 0
+    assert main(["reproduce", "gamma", "--gammas", "0,0.5", "--methods", "maml", *quick,
+                 "--out", str(tmp_path / "gamma")]) == 0
+    arms = sorted(p.parent for p in tmp_path.rglob("split.json"))
+    assert [p.name for p in arms] == ["maml_gamma0", "maml_gamma0.5", "maml"]  # --no-cml: no maml+cml arm
+    for arm in arms:
+        assert json.loads((arm / "split.json").read_text())["setting"] == "inductive"
+        assert "setting: inductive" in (arm / "config.yaml").read_text()

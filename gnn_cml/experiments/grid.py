@@ -63,10 +63,10 @@ def arm_config(name: str, ways: int, shots: int, split_seed: int, arm: str, runs
 
 
 def point_config(name: str, method: str, gamma: float, ways: int, shots: int, runs: int, seed: int,
-                 split_seed: int, data_root, quick: bool):
+                 split_seed: int, data_root, quick: bool, setting: str = "transductive"):
     """The run config of one gamma-sweep point (gamma = 0: the base learner, CML off)."""
     return resolve(dict(graph=name, method=method, cml=gamma > 0, gamma=gamma if gamma > 0 else 0.2, ways=ways,
-                        shots=shots, runs=runs, seed=seed, split_seed=split_seed, data_root=data_root,
+                        shots=shots, runs=runs, seed=seed, split_seed=split_seed, data_root=data_root, setting=setting,
                         **(QUICK if quick else {})))
 
 
@@ -338,7 +338,8 @@ def dagger_unit(cml_dir: Path, base_dir: Path, resume: bool) -> None:
 def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gammas: Sequence[float], runs: int,
                    ways: int = 2, shots: int = 5, split_seed: int = PAPER_SPLIT_SEED, quick: bool = False,
                    resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None, seed: int = 0,
-                   progress: bool = True, executor=None) -> Tuple[List[Arm], List[Tuple[str, str]]]:
+                   progress: bool = True, executor=None,
+                   setting: str = "transductive") -> Tuple[List[Arm], List[Tuple[str, str]]]:
     """Train every (graph, method, gamma) with the same seeds and test tasks; returns the arms (label
     ``<method>_gamma<g>``, in order: per graph and method, ascending gamma) and the skipped graphs.
 
@@ -371,7 +372,8 @@ def run_gamma_grid(graphs: Sequence[str], out: Path, methods: Sequence[str], gam
             where = out / name / f"{ways}w{shots}s" / f"split_{split_seed}"
             for method in methods:
                 for gamma in gammas:
-                    cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick)
+                    cfg = point_config(name, method, gamma, ways, shots, runs, seed, split_seed, data_root, quick,
+                                       setting)
                     task_file = shared_task_file(cfg, where / "test_tasks.npz", overwrite)
                     yield name, method, gamma, cfg, task_file, where / f"{method}_gamma{gamma:g}"
 

@@ -13,7 +13,7 @@ from gnn_cml.experiments.paired import finite, pair_runs, t_interval
 from gnn_cml.engine.metrics import fmt_mean_ci, fmt_number, fmt_p
 from gnn_cml.experiments.executor import executor_from_args
 from gnn_cml.experiments.grid import PAPER_SPLIT_SEED, run_gamma_grid
-from gnn_cml.report.table3 import QUICK_BANNER, add_output_arguments, method_colour, seed_type
+from gnn_cml.report.table3 import QUICK_BANNER, add_output_arguments, add_setting_argument, method_colour, seed_type
 
 GAMMAS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 GRAPHS = ("citeseer", "cora")
@@ -46,12 +46,13 @@ class GammaRow:
 def run_gamma(graphs: Sequence[str], out: Path, methods: Sequence[str] = METHODS, gammas: Sequence[float] = GAMMAS,
               runs: int = DEFAULT_RUNS, ways: int = 2, shots: int = 5, split_seed: int = PAPER_SPLIT_SEED,
               quick: bool = False, resume: bool = False, overwrite: bool = False, data_root: Optional[str] = None,
-              seed: int = 0, progress: bool = True, executor=None) -> Tuple[List[GammaRow], List[Tuple[str, str]]]:
+              seed: int = 0, progress: bool = True, executor=None,
+              setting: str = "transductive") -> Tuple[List[GammaRow], List[Tuple[str, str]]]:
     """Run the sweep (:func:`gnn_cml.experiments.grid.run_gamma_grid`; ``executor``: train the points as
     units there first); returns its rows (each gamma paired with gamma = 0 of its graph and method) and the
     skipped graphs."""
     arms, skipped = run_gamma_grid(graphs, out, methods, gammas, runs, ways, shots, split_seed, quick, resume,
-                                   overwrite, data_root, seed, progress, executor)
+                                   overwrite, data_root, seed, progress, executor, setting)
     rows: List[GammaRow] = []
     base = {}
     for arm in arms:
@@ -176,6 +177,7 @@ def add_arguments(p) -> None:
                    help=f"class split seed (default: {PAPER_SPLIT_SEED}, the paper's)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: citeseer, gammas 0,0.2,1, 3 runs, a few episodes (flags override; default: off)")
+    add_setting_argument(p)
     add_output_arguments(p, "results/gamma", "points")
 
 
@@ -197,7 +199,7 @@ def run(args) -> int:
     require(runs > 0, f"--runs must be positive, got {runs}")
     rows, skipped = run_gamma(graphs, args.out, methods, gammas, runs, args.ways, args.shots, args.split_seed,
                               args.quick, args.resume, args.overwrite, args.data_root, args.seed,
-                              progress=not args.no_progress, executor=executor_from_args(args))
+                              progress=not args.no_progress, executor=executor_from_args(args), setting=args.setting)
     command = ("gnn-cml reproduce gamma " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce gamma"
     paths = write_reports(rows, skipped, args.out, command, args.split_seed, args.seed, args.quick)
