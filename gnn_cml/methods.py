@@ -91,6 +91,8 @@ class Method:
         table3: position among ``reproduce table3``'s default arms (``None``: not a default arm).
         paper_table3: the CML paper's Table 3 numbers ``{(graph, shots): (base, +cml)}`` (%).
         arms: named variants for ``reproduce table3 --baselines`` (``{"tlp-dgi": {"pretrain": "dgi"}}``).
+        field_arms: those of ``arms`` that ``reproduce field`` compares every learner with by default
+            (the reference probes; the best of them per cell is the table's reference line).
         quick: overrides under ``--quick`` (smoke runs), on top of the shared quick budget.
         label_option: an own option whose value joins the method's name in labels and default run
             folders (``tlp-dgi``), so that its variants never share a folder.
@@ -115,6 +117,7 @@ class Method:
     table3: Optional[int] = None
     paper_table3: Mapping[Tuple[str, int], Tuple[float, float]] = field(default_factory=dict)
     arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    field_arms: Tuple[str, ...] = ()
     quick: Mapping[str, Any] = field(default_factory=dict)
     label_option: Optional[str] = None
 
@@ -215,6 +218,7 @@ BUILTIN: Tuple[Method, ...] = (
            options=_TLP_OPTIONS, meta_trained=False, why_not_fast="no meta-training",
            arms={"tlp-dgi": {"pretrain": "dgi"}, "tlp-grace": {"pretrain": "grace"},
                  "tlp-supervised": {"pretrain": "supervised"}},
+           field_arms=("tlp-dgi", "tlp-grace"),
            quick={"pretrain_epochs": 5}, label_option="pretrain"),
     # TEG's code (argument.py, configuration.yaml, model.py): a 1-layer GCN of 64 units on GCNConv's
     # D^-1/2 (A+I) D^-1/2, input dropout 0.5, Adam 0.001 with weight decay 5e-4, 10 epochs of 50 episodes
@@ -351,6 +355,16 @@ def table3_methods() -> Tuple[str, ...]:
 def table3_arms() -> Dict[str, Tuple[Method, Mapping[str, Any]]]:
     """Named variants for ``reproduce table3 --baselines``: arm name -> (method, overrides)."""
     return {arm: (m, overrides) for m in BUILTIN for arm, overrides in m.arms.items()}
+
+
+def field_arms() -> Tuple[str, ...]:
+    """``reproduce field``'s default baseline arms (the reference linear probes)."""
+    return tuple(arm for m in BUILTIN for arm in m.field_arms)
+
+
+def field_methods() -> Tuple[str, ...]:
+    """``reproduce field``'s default learners: every built-in method without named baseline arms."""
+    return tuple(m.name for m in BUILTIN if not m.arms)
 
 
 def or_list(names: Sequence[str]) -> str:

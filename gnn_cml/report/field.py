@@ -35,12 +35,12 @@ from gnn_cml.errors import GnnCmlError, require
 from gnn_cml.experiments.executor import executor_from_args
 from gnn_cml.experiments.grid import BASELINES, Grid, run_table3_grid
 from gnn_cml.experiments.paired import load_results, nested_stats, t_interval
-from gnn_cml.report.table3 import (QUICK_BANNER, QUICK_RUNS, SETTING_CHOICES, _csv, add_output_arguments,
+from gnn_cml.report.table3 import (QUICK_BANNER, QUICK_RUNS, SETTING_CHOICES, csv_list, add_output_arguments,
                                    add_setting_argument, method_colour, table3_report, write_reports)
 
-# Every registered learner (methods with named baseline arms, i.e. TLP, take part as those arms).
-FIELD_METHODS = tuple(m.name for m in registry.BUILTIN if not m.arms)
-FIELD_BASELINES = ("tlp-dgi", "tlp-grace")
+# Every registered learner (methods with named baseline arms take part as those arms), and the probes.
+FIELD_METHODS = registry.field_methods()
+FIELD_BASELINES = registry.field_arms()
 FIELD_GRAPHS = ("citeseer", "cora")
 DEFAULT_RUNS = 20
 DEFAULT_SPLITS = 5
@@ -500,17 +500,17 @@ def run(args) -> int:
     if args.report_only:
         report = field_report(args.out, args.data_root, progress=not args.no_progress)
     else:
-        methods = [registry.normalise(m) for m in _csv(args.methods, "methods", lower=False) or FIELD_METHODS]
-        baselines = _csv(args.baselines, "baselines") or list(FIELD_BASELINES)
+        methods = [registry.normalise(m) for m in csv_list(args.methods, "methods", lower=False) or FIELD_METHODS]
+        baselines = csv_list(args.baselines, "baselines") or list(FIELD_BASELINES)
         shots = None
         if args.shots:
             try:
-                shots = [int(s) for s in _csv(args.shots, "shots")]
+                shots = [int(s) for s in csv_list(args.shots, "shots")]
             except ValueError:
                 raise GnnCmlError(f"--shots must be a comma list of integers like 1,5, got {args.shots!r}") from None
         runs = args.runs if args.runs is not None else (QUICK_RUNS if args.quick else DEFAULT_RUNS)
         require(runs > 0, f"--runs must be positive, got {runs}")
-        report = run_field(args.out, args.setting, _csv(args.graphs, "graphs") or list(FIELD_GRAPHS), methods,
+        report = run_field(args.out, args.setting, csv_list(args.graphs, "graphs") or list(FIELD_GRAPHS), methods,
                            baselines, runs, args.split_seeds if args.split_seeds is not None else DEFAULT_SPLITS,
                            shots, args.cml, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
                            progress=not args.no_progress, executor=executor_from_args(args), command=command)

@@ -463,7 +463,8 @@ def add_output_arguments(p, out: str, what: str) -> None:
     add_executor_arguments(p)
 
 
-def _csv(text: Optional[str], what: str, lower: bool = True) -> Optional[List[str]]:
+def csv_list(text: Optional[str], what: str, lower: bool = True) -> Optional[List[str]]:
+    """A comma-separated option as a list (``None`` when not given; empty: a one-line error)."""
     if text is None:
         return None
     items = [t.strip().lower() if lower else t.strip() for t in text.split(",") if t.strip()]
@@ -473,13 +474,13 @@ def _csv(text: Optional[str], what: str, lower: bool = True) -> Optional[List[st
 
 def run(args) -> int:
     study = STUDY if args.study else {}
-    graphs = _csv(args.graphs or study.get("graphs") or "citeseer,amazon_computers,corafull,cora", "graphs")
+    graphs = csv_list(args.graphs or study.get("graphs") or "citeseer,amazon_computers,corafull,cora", "graphs")
     methods = [registry.normalise(m) for m in
-               _csv(args.methods or study.get("methods") or ",".join(BASE_METHODS), "methods", lower=False)]
+               csv_list(args.methods or study.get("methods") or ",".join(BASE_METHODS), "methods", lower=False)]
     shots = None
     if args.shots:
         try:
-            shots = [int(s) for s in _csv(args.shots, "shots")]
+            shots = [int(s) for s in csv_list(args.shots, "shots")]
         except ValueError:
             raise GnnCmlError(f"--shots must be a comma list of integers like 1,5, got {args.shots!r}") from None
     runs = args.runs if args.runs is not None else (QUICK_RUNS if args.quick else study.get("runs", DEFAULT_RUNS))
@@ -488,7 +489,7 @@ def run(args) -> int:
     dagger = bool(args.dagger if args.dagger is not None else study.get("dagger", False))
     report = run_table3(graphs, args.out, runs, args.quick, args.resume, args.overwrite, args.data_root, args.seed,
                         progress=not args.no_progress, methods=methods, shots=shots, split_seeds=split_seeds,
-                        dagger=dagger, baselines=_csv(args.baselines, "baselines") if args.baselines else (),
+                        dagger=dagger, baselines=csv_list(args.baselines, "baselines") if args.baselines else (),
                         executor=executor_from_args(args), setting=args.setting, cml=args.cml)
     command = ("gnn-cml reproduce table3 " + " ".join(sys.argv[3:])).strip() if len(sys.argv) > 2 \
         else "gnn-cml reproduce table3"
