@@ -29,6 +29,9 @@ RUNS = {  # method -> config overrides and the file holding the trained weights
     "maml": (dict(method="maml", batch_runs=False), "model.pt"),
     "tlp-dgi": (dict(method="tlp", pretrain="dgi", pretrain_epochs=8, pretrain_hidden=64), "encoder.pt"),
     "tlp-supervised": (dict(method="tlp", pretrain="supervised", pretrain_epochs=15), "encoder.pt"),
+    "tent": (dict(method="tent", tent_predict="similarity"), "model.pt"),
+    "teg": (dict(method="teg"), "model.pt"),
+    "cosmic": (dict(method="cosmic"), "model.pt"),
 }
 
 
