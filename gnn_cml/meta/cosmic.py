@@ -255,6 +255,11 @@ class COSMIC(MetaLearner):
                 self.bias.uniform_(-bound, bound)
         self._training_nodes: Optional[List[np.ndarray]] = None
 
+    def bind(self, graph: PreparedGraph) -> "COSMIC":
+        """Read ``graph`` from now on (the inductive setting's phase graphs; each has its own subgraphs)."""
+        self.graph = graph
+        return self
+
     @property
     def subgraphs(self) -> PPRSubgraphs:
         return ppr_subgraphs(self.graph, self.subgraph_size, self.ppr_order, self.ppr_alpha)

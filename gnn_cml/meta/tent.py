@@ -163,6 +163,16 @@ class TENT(MetaLearner):
         self.train_labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self._train_rows = self.graph.feature_rows(1, nodes) if len(nodes) else None
 
+    def bind(self, graph) -> "TENT":
+        """Read ``graph`` (a :class:`PreparedGraph`) from now on: the phase graphs of the inductive setting
+        (training, validation, then the whole graph for the test tasks); the weights are untouched."""
+        if graph is not self.graph:
+            self.graph = graph
+            self._alone = np.diff(graph.adj.indptr) == 1
+            if self.train_nodes is not None:
+                self._train_rows = graph.feature_rows(1, self.train_nodes) if len(self.train_nodes) else None
+        return self
+
     # --- parameter-free structure ---------------------------------------------------------------
     def _query_blocks(self, query: np.ndarray):
         """All queries' 2-hop subgraphs (sorted members, ``Â`` restricted to them, not renormalised;

@@ -61,7 +61,14 @@ def restricted_graph(data: Data, nodes: np.ndarray, norm: str = "row") -> Prepar
                                     torch.from_numpy(x.data.astype(np.float32)), x.shape)
     else:
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    graph = PreparedGraph(Data(x=x, edge_index=edge_index[:, keep], num_nodes=n), norm=norm)
+    restricted = Data(x=x, edge_index=edge_index[:, keep], num_nodes=n)
+    if getattr(data, "y", None) is not None:  # labels of the seen nodes only (unseen: -1), for learners that
+        y = data.y.clone()                     # bind the training classes' labelled nodes (TENT)
+        y[torch.from_numpy(~seen)] = -1
+        restricted.y = y
+    if "num_classes" in data:
+        restricted.num_classes = data.num_classes
+    graph = PreparedGraph(restricted, norm=norm)
     graph.visible = np.asarray(nodes, dtype=np.int64)
     return graph
 
