@@ -52,7 +52,7 @@ def test_readme_links_resolve_inside_the_repository():
         assert fact in protocol
 
 
-@pytest.mark.parametrize("argv", [["train"], ["reproduce", "table3"], ["reproduce", "gamma"],
+@pytest.mark.parametrize("argv", [["train"], ["reproduce", "table3"], ["reproduce", "field"], ["reproduce", "gamma"],
                                   ["reproduce", "regression"], ["reproduce", "omniglot"], ["datasets"]])
 def test_docs_speak_of_the_project_not_its_history(argv, capsys):
     with pytest.raises(SystemExit):
